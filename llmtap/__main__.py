@@ -1,0 +1,5 @@
+"""Allows ``python -m llmtap``."""
+
+from llmtap.cli import main
+
+main()

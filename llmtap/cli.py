@@ -1,0 +1,298 @@
+"""The ``llmtap`` command line.
+
+User errors (bad settings, a broker that does not answer, a missing tool) print one message and
+exit non-zero without a traceback; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from llmtap import __version__
+from llmtap.errors import LlmtapError
+from llmtap.settings import Settings, load_settings
+
+
+@dataclass
+class CliState:
+    """Global options, turned into validated settings only when a command needs them."""
+
+    config_file: Path | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    _settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.config_file, **self.overrides)
+            _configure_logging(self._settings.log_level)
+        return self._settings
+
+
+pass_state = click.make_pass_decorator(CliState)
+
+
+def progress(message: str) -> None:
+    """Progress goes to stderr so that stdout stays parseable."""
+    click.echo(f"llmtap: {message}", err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="llmtap")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path),
+    envvar="LLMTAP_CONFIG_FILE",
+    help="YAML or TOML config file (also LLMTAP_CONFIG_FILE).",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Folder for local state (default .llmtap; also LLMTAP_DATA_DIR).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    help="Log level (also LLMTAP_LOG_LEVEL).",
+)
+@click.pass_context
+def cli(
+    context: click.Context, config_file: Path | None, data_dir: Path | None, log_level: str | None
+) -> None:
+    """llmtap: streaming monitoring for LLM telemetry (OTLP in, Kafka, ClickHouse)."""
+    overrides: dict[str, Any] = {}
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir
+    if log_level is not None:
+        overrides["log_level"] = log_level
+    context.obj = CliState(config_file=config_file, overrides=overrides)
+
+
+# -- up ------------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--duration-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Stop by itself after this long (default: run until Ctrl-C).",
+)
+@pass_state
+def up(state: CliState, duration_seconds: float | None) -> None:
+    """Run llmtap on this machine: local Kafka (unless one is configured) and the store.
+
+    Starts the local Kafka broker when LLMTAP_KAFKA__BOOTSTRAP_SERVERS is unset, opens the
+    ClickHouse store (embedded by default), reports each component when ready, and runs until
+    Ctrl-C or SIGTERM, then stops what it started.
+    """
+    from llmtap import clickhouse, kafka
+    from llmtap.dev.kafka_broker import LocalKafkaBroker
+
+    settings = state.settings
+    stop_requested = threading.Event()
+    _stop_on_signals(stop_requested)
+    started_broker: LocalKafkaBroker | None = None
+    store = None
+    try:
+        if settings.kafka.bootstrap_servers is None:
+            broker = LocalKafkaBroker(
+                settings.local_kafka, kafka.local_broker_root(settings), progress
+            )
+            status = broker.status()
+            if not status.running:
+                broker.start()
+                started_broker = broker
+        servers = kafka.check_reachable(settings)
+        progress(f"ready  kafka       {servers}")
+        store = clickhouse.open_client(settings)
+        version = store.query("SELECT version()").result_rows[0][0]
+        progress(f"ready  clickhouse  {settings.clickhouse_target().describe()}, v{version}")
+        progress("running; press Ctrl-C to stop")
+        stop_requested.wait(timeout=duration_seconds)
+    finally:
+        progress("stopping")
+        if store is not None:
+            store.close()
+        if started_broker is not None:
+            started_broker.stop()
+        progress("stopped")
+
+
+def _stop_on_signals(event: threading.Event) -> None:
+    def handler(signum: int, frame: object) -> None:
+        event.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+# -- check ---------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--wait-seconds",
+    type=click.FloatRange(min=0),
+    default=0,
+    show_default=True,
+    help="Keep retrying until both answer or this much time has passed.",
+)
+@pass_state
+def check(state: CliState, wait_seconds: float) -> None:
+    """Validate the settings and check that Kafka and ClickHouse answer."""
+    from llmtap import clickhouse, kafka
+
+    settings = state.settings
+    click.echo("settings    ok")
+    deadline = time.monotonic() + wait_seconds
+    probes: list[tuple[str, Callable[[], str]]] = [
+        ("kafka", lambda: kafka.check_reachable(settings)),
+        ("clickhouse", lambda: clickhouse.check_reachable(settings)),
+    ]
+    for name, probe in probes:
+        while True:
+            try:
+                click.echo(f"{name:<11} ok  {probe()}")
+                break
+            except LlmtapError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(2)
+
+
+# -- config --------------------------------------------------------------------------------------
+
+
+@cli.group()
+def config() -> None:
+    """Inspect settings."""
+
+
+@config.command("show")
+@pass_state
+def config_show(state: CliState) -> None:
+    """Print the effective settings as YAML, secrets masked."""
+    data = state.settings.model_dump(mode="json")
+    click.echo(yaml.safe_dump(data, sort_keys=False).rstrip())
+
+
+@config.command("reference")
+def config_reference() -> None:
+    """Print the settings reference (Markdown) generated from the settings model."""
+    from llmtap.settings_reference import render_reference
+
+    click.echo(render_reference(), nl=False)
+
+
+# -- dev -----------------------------------------------------------------------------------------
+
+
+@cli.group()
+def dev() -> None:
+    """Local development infrastructure."""
+
+
+@dev.group("kafka")
+def dev_kafka() -> None:
+    """The local single-node Apache Kafka broker (KRaft) on 127.0.0.1."""
+
+
+def _local_broker(state: CliState) -> Any:
+    from llmtap.dev.kafka_broker import LocalKafkaBroker
+    from llmtap.kafka import local_broker_root
+
+    settings = state.settings
+    return LocalKafkaBroker(settings.local_kafka, local_broker_root(settings), progress)
+
+
+@dev_kafka.command("fetch")
+@pass_state
+def dev_kafka_fetch(state: CliState) -> None:
+    """Resolve and cache the broker's jars from Maven Central."""
+    broker = _local_broker(state)
+    click.echo(f"jars cached in {broker.fetch()}")
+
+
+@dev_kafka.command("start")
+@pass_state
+def dev_kafka_start(state: CliState) -> None:
+    """Start the broker (fetching jars on first use) and wait until it answers."""
+    broker_state = _local_broker(state).start()
+    click.echo(f"running  pid {broker_state.pid}  bootstrap {broker_state.bootstrap_servers}")
+
+
+@dev_kafka.command("status")
+@pass_state
+def dev_kafka_status(state: CliState) -> None:
+    """Say whether the broker runs; exit 0 if it does, 3 if not."""
+    status = _local_broker(state).status()
+    click.echo(status.detail)
+    if not status.running:
+        sys.exit(3)
+
+
+@dev_kafka.command("stop")
+@pass_state
+def dev_kafka_stop(state: CliState) -> None:
+    """Stop the broker with a controlled shutdown (its data is kept)."""
+    if _local_broker(state).stop():
+        click.echo("stopped")
+    else:
+        click.echo("not running")
+
+
+@dev_kafka.command("reset")
+@pass_state
+def dev_kafka_reset(state: CliState) -> None:
+    """Delete the stopped broker's data (topics and offsets); cached jars are kept."""
+    _local_broker(state).reset()
+    click.echo("broker data deleted")
+
+
+# -- entry point ---------------------------------------------------------------------------------
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # librdkafka reports every refused connection; the caller turns failures into one message.
+    librdkafka_level = logging.DEBUG if level == "debug" else logging.CRITICAL
+    logging.getLogger("llmtap.librdkafka").setLevel(librdkafka_level)
+    # Client libraries log each retry; llmtap reports the final failure once, with context.
+    quiet_level = logging.DEBUG if level == "debug" else logging.ERROR
+    for name in ("urllib3", "clickhouse_connect"):
+        logging.getLogger(name).setLevel(quiet_level)
+
+
+def main() -> None:
+    try:
+        cli.main(prog_name="llmtap", standalone_mode=False)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except LlmtapError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)

@@ -1,0 +1,1 @@
+"""Developer tooling: local infrastructure for development, tests and the demo."""

@@ -1,0 +1,107 @@
+"""Kafka client configuration shared by every llmtap component (confluent-kafka / librdkafka).
+
+One place decides where the cluster is (settings, else the local development broker) and the
+client defaults that make delivery lossless: idempotent producers with ``acks=all``, and
+consumers that never auto-commit (sinks commit offsets after their flush).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from llmtap.errors import ServiceUnavailableError
+from llmtap.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+_PRODUCER_DEFAULTS: dict[str, Any] = {
+    "enable.idempotence": True,
+    "acks": "all",
+    "compression.type": "zstd",
+    "linger.ms": 5,
+    "message.timeout.ms": 120_000,
+}
+_CONSUMER_DEFAULTS: dict[str, Any] = {
+    "enable.auto.commit": False,
+    "auto.offset.reset": "earliest",
+    "isolation.level": "read_committed",
+}
+
+
+def local_broker_root(settings: Settings) -> Path:
+    return settings.data_dir / "kafka"
+
+
+def resolve_bootstrap_servers(settings: Settings) -> str:
+    """The configured cluster, or the running local broker; a clear error when neither exists."""
+    if settings.kafka.bootstrap_servers:
+        return settings.kafka.bootstrap_servers
+    from llmtap.dev.kafka_broker import LocalKafkaBroker
+
+    status = LocalKafkaBroker(settings.local_kafka, local_broker_root(settings)).status()
+    if status.running and status.state is not None:
+        return status.state.bootstrap_servers
+    raise ServiceUnavailableError(
+        "No Kafka cluster is configured and the local broker is not running. "
+        "Start it with `llmtap dev kafka start`, or set LLMTAP_KAFKA__BOOTSTRAP_SERVERS."
+    )
+
+
+def client_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    """Base librdkafka config: bootstrap servers, user options, then per-client overrides."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": resolve_bootstrap_servers(settings),
+        "client.id": "llmtap",
+        "logger": logging.getLogger("llmtap.librdkafka"),
+    }
+    config.update(settings.kafka.client_options)
+    config.update(overrides)
+    return config
+
+
+def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    return client_config(settings, **{**_PRODUCER_DEFAULTS, **overrides})
+
+
+def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict[str, Any]:
+    return client_config(settings, **{**_CONSUMER_DEFAULTS, "group.id": group_id, **overrides})
+
+
+def broker_ids(
+    bootstrap_servers: str, timeout_seconds: float, options: dict[str, Any] | None = None
+) -> set[int]:
+    """Ask the cluster for its brokers with one metadata request; raises on no answer."""
+    from confluent_kafka.admin import AdminClient
+
+    config: dict[str, Any] = {
+        "bootstrap.servers": bootstrap_servers,
+        "logger": logging.getLogger("llmtap.librdkafka"),
+        **(options or {}),
+    }
+    admin = AdminClient(config)
+    metadata = admin.list_topics(timeout=timeout_seconds)
+    return set(metadata.brokers)
+
+
+def check_reachable(settings: Settings, timeout_seconds: float | None = None) -> str:
+    """Return the bootstrap servers after one successful metadata request, else explain."""
+    servers = resolve_bootstrap_servers(settings)
+    timeout = timeout_seconds or settings.kafka.request_timeout_seconds
+    try:
+        brokers = broker_ids(servers, timeout, settings.kafka.client_options)
+    except Exception as error:
+        raise ServiceUnavailableError(
+            f"Kafka at {servers} did not answer a metadata request within {timeout:g} s "
+            f"({_short_reason(error)}). Is the broker running and reachable from here?"
+        ) from None
+    if not brokers:
+        raise ServiceUnavailableError(f"Kafka at {servers} answered but reports no brokers.")
+    return servers
+
+
+def _short_reason(error: BaseException) -> str:
+    reason = error.args[0] if error.args else error
+    text = getattr(reason, "str", lambda: str(reason))()
+    return str(text) or type(error).__name__

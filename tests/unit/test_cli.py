@@ -1,0 +1,104 @@
+"""User errors reach the user as one clear message, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def run_cli(
+    *arguments: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("LLMTAP_")}
+    environment.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "llmtap", *arguments],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=cwd,
+        timeout=120,
+        check=False,
+    )
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_help_lists_the_commands() -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for command in ("up", "check", "config", "dev"):
+        assert f"  {command} " in result.stdout
+    kafka_help = run_cli("dev", "kafka", "--help")
+    for command in ("start", "status", "stop", "reset", "fetch"):
+        assert f"  {command} " in kafka_help.stdout
+
+
+def test_unknown_setting_in_environment(tmp_path: Path) -> None:
+    result = run_cli("check", env={"LLMTAP_KAFKA__BOOTSTRAP": "x:1"}, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "LLMTAP_KAFKA__BOOTSTRAP: unknown setting" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("\n") <= 3, "one clear message, not a dump"
+
+
+def test_unknown_key_in_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "llmtap.yaml"
+    config.write_text("kafka:\n  bootstrap_servers: 'a:1'\n  retries: 3\n", encoding="utf-8")
+    result = run_cli("--config", str(config), "config", "show", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "kafka.retries" in result.stderr
+    assert "unknown setting" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_malformed_dsn_hides_the_password(tmp_path: Path) -> None:
+    result = run_cli(
+        "check", env={"LLMTAP_CLICKHOUSE__DSN": "http://admin:hunter2@db:notaport/x"}, cwd=tmp_path
+    )
+    assert result.returncode == 2
+    assert "clickhouse.dsn" in result.stderr
+    assert "port" in result.stderr
+    assert "hunter2" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unreachable_broker(tmp_path: Path) -> None:
+    port = _closed_port()
+    result = run_cli(
+        "check",
+        env={
+            "LLMTAP_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
+            "LLMTAP_KAFKA__REQUEST_TIMEOUT_SECONDS": "2",
+        },
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith(
+        f"error: Kafka at 127.0.0.1:{port} did not answer a metadata request within 2 s"
+    )
+
+
+def test_no_broker_configured_and_none_running(tmp_path: Path) -> None:
+    result = run_cli("check", env={"LLMTAP_DATA_DIR": str(tmp_path)}, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "llmtap dev kafka start" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("arguments", [["config", "show"], ["config", "reference"]])
+def test_config_commands_work_on_defaults(arguments: list[str], tmp_path: Path) -> None:
+    result = run_cli(*arguments, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "bootstrap_servers" in result.stdout
