@@ -42,7 +42,8 @@ docs: setup ## Regenerate docs/configuration.md from the settings model
 	$(BIN)/llmtap config reference > docs/configuration.md
 
 bench: setup ## Run the benchmarks in bench/ (prints figures; never part of the test suite)
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/infrastructure.py
+	$(BIN)/python bench/collector.py
 
 kafka-start: setup ## Start the local Kafka broker (fetches the jars on first use)
 	$(BIN)/llmtap dev kafka start

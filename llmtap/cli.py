@@ -6,10 +6,11 @@ exit non-zero without a traceback; anything else is a bug and keeps its tracebac
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -91,18 +92,17 @@ def cli(
 )
 @pass_state
 def up(state: CliState, duration_seconds: float | None) -> None:
-    """Run llmtap on this machine: local Kafka (unless one is configured) and the store.
+    """Run llmtap on this machine: local Kafka (unless one is configured), store and collector.
 
     Starts the local Kafka broker when LLMTAP_KAFKA__BOOTSTRAP_SERVERS is unset, opens the
-    ClickHouse store (embedded by default), reports each component when ready, and runs until
-    Ctrl-C or SIGTERM, then stops what it started.
+    ClickHouse store (embedded by default), starts the OTLP collector, reports each component
+    when ready, and runs until Ctrl-C or SIGTERM; then stops what it started, letting accepted
+    requests finish first.
     """
     from llmtap import clickhouse, kafka
     from llmtap.dev.kafka_broker import LocalKafkaBroker
 
     settings = state.settings
-    stop_requested = threading.Event()
-    _stop_on_signals(stop_requested)
     started_broker: LocalKafkaBroker | None = None
     store = None
     try:
@@ -110,8 +110,7 @@ def up(state: CliState, duration_seconds: float | None) -> None:
             broker = LocalKafkaBroker(
                 settings.local_kafka, kafka.local_broker_root(settings), progress
             )
-            status = broker.status()
-            if not status.running:
+            if not broker.status().running:
                 broker.start()
                 started_broker = broker
         servers = kafka.check_reachable(settings)
@@ -119,8 +118,7 @@ def up(state: CliState, duration_seconds: float | None) -> None:
         store = clickhouse.open_client(settings)
         version = store.query("SELECT version()").result_rows[0][0]
         progress(f"ready  clickhouse  {settings.clickhouse_target().describe()}, v{version}")
-        progress("running; press Ctrl-C to stop")
-        stop_requested.wait(timeout=duration_seconds)
+        asyncio.run(_serve_roles(settings, ["collector"], duration_seconds))
     finally:
         progress("stopping")
         if store is not None:
@@ -130,12 +128,44 @@ def up(state: CliState, duration_seconds: float | None) -> None:
         progress("stopped")
 
 
-def _stop_on_signals(event: threading.Event) -> None:
-    def handler(signum: int, frame: object) -> None:
-        event.set()
+@cli.command()
+@click.option(
+    "--duration-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Stop by itself after this long (default: run until Ctrl-C).",
+)
+@pass_state
+def collector(state: CliState, duration_seconds: float | None) -> None:
+    """Run the OTLP collector role: OTLP/HTTP and gRPC in, raw spans topic out."""
+    asyncio.run(_serve_roles(state.settings, ["collector"], duration_seconds))
 
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
+
+async def _serve_roles(
+    settings: Settings, roles: list[str], duration_seconds: float | None
+) -> None:
+    """Start the roles, run until a signal (or the duration), then stop them in reverse order."""
+    from llmtap.collectors.service import Collector
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    started: list[Collector] = []
+    try:
+        for role in roles:
+            if role == "collector":
+                component = Collector(settings, progress)
+                await component.start()
+                started.append(component)
+                progress(
+                    f"ready  collector   http://{settings.collector.address}:{component.http_port}"
+                )
+        progress("running; press Ctrl-C to stop")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=duration_seconds)
+    finally:
+        for component in reversed(started):
+            await component.stop()
 
 
 # -- check ---------------------------------------------------------------------------------------

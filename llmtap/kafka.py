@@ -11,7 +11,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from llmtap.errors import ServiceUnavailableError
+from llmtap.errors import LlmtapError, ServiceUnavailableError
+from llmtap.schemas.topics import TopicSpec
 from llmtap.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -105,3 +106,51 @@ def _short_reason(error: BaseException) -> str:
     reason = error.args[0] if error.args else error
     text = getattr(reason, "str", lambda: str(reason))()
     return str(text) or type(error).__name__
+
+
+def ensure_topics(settings: Settings, specs: list[TopicSpec]) -> list[str]:
+    """Create the topics that do not exist yet; returns the names created.
+
+    Existing topics are left as they are (their partition count is the operator's choice).
+    """
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.cimpl import NewTopic
+
+    admin = AdminClient(client_config(settings))
+    timeout = settings.kafka.request_timeout_seconds
+    try:
+        existing = set(admin.list_topics(timeout=timeout).topics)
+    except KafkaException as error:
+        raise ServiceUnavailableError(f"Cannot list Kafka topics: {_short_reason(error)}") from None
+    missing = [spec for spec in specs if spec.name not in existing]
+    if not missing:
+        return []
+    if not settings.topics.create_missing:
+        names = ", ".join(spec.name for spec in missing)
+        raise LlmtapError(
+            f"Kafka topics {names} do not exist and LLMTAP_TOPICS__CREATE_MISSING is false; "
+            "create them, or let llmtap do it."
+        )
+    new_topics = [
+        NewTopic(
+            spec.name,
+            num_partitions=spec.partitions,
+            replication_factor=settings.topics.replication_factor,
+            config={
+                "max.message.bytes": str(settings.topics.max_message_bytes),
+                **dict(spec.config),
+            },
+        )
+        for spec in missing
+    ]
+    created = []
+    for name, future in admin.create_topics(new_topics, request_timeout=timeout).items():
+        try:
+            future.result(timeout=timeout + 5)
+            created.append(name)
+        except KafkaException as error:
+            if error.args and error.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                continue  # another process created it meanwhile
+            raise LlmtapError(f"Cannot create Kafka topic {name}: {_short_reason(error)}") from None
+    return created

@@ -23,6 +23,7 @@ from pydantic_settings import (
 from pydantic_settings import SettingsError as PydanticSettingsError
 
 from llmtap.clickhouse_dsn import ClickHouseTarget, parse_clickhouse_dsn
+from llmtap.collectors.config import CollectorConfig
 from llmtap.errors import SettingsError
 
 ENV_PREFIX = "LLMTAP_"
@@ -72,6 +73,38 @@ class KafkaSettings(_Section):
             if not separator or not host or not port.isdigit() or not 0 < int(port) < 65536:
                 raise ValueError(f"{server!r} is not host:port with a port in 1-65535")
         return ",".join(servers)
+
+
+class TopicsSettings(_Section):
+    """Kafka topic names and how llmtap creates them."""
+
+    raw_spans: str = Field(
+        default="otlp_spans",
+        pattern=r"^[A-Za-z0-9._-]{1,249}$",
+        description=(
+            "Raw OTLP spans (otlp_proto or otlp_json values). The default is the OTel Collector "
+            "Kafka exporter's default topic, so a Collector can write here unchanged."
+        ),
+    )
+    dead_letter: str = Field(
+        default="llmtap.dead_letter",
+        pattern=r"^[A-Za-z0-9._-]{1,249}$",
+        description="Records that could not be processed, with the reason in headers.",
+    )
+    partitions: int = Field(default=6, ge=1, description="Partitions of topics llmtap creates.")
+    replication_factor: int = Field(
+        default=1,
+        ge=1,
+        description="Replication factor of topics llmtap creates (3 in production).",
+    )
+    max_message_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="max.message.bytes of topics llmtap creates, and its producers' limit.",
+    )
+    create_missing: bool = Field(
+        default=True, description="Create missing topics at start-up (needs the admin permission)."
+    )
 
 
 class LocalKafkaSettings(_Section):
@@ -145,6 +178,8 @@ class Settings(BaseSettings):
     )
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     local_kafka: LocalKafkaSettings = Field(default_factory=LocalKafkaSettings)
+    topics: TopicsSettings = Field(default_factory=TopicsSettings)
+    collector: CollectorConfig = Field(default_factory=CollectorConfig)
     clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
 
     @classmethod
@@ -242,25 +277,35 @@ def _check_config_file_syntax(path: Path) -> list[str]:
 
 def _unknown_env_vars() -> list[str]:
     """pydantic-settings ignores unknown LLMTAP_* variables; a typo there must not pass silently."""
-    known_top = {name.upper() for name in Settings.model_fields}
-    nested = {
-        name.upper(): {sub.upper() for sub in field.annotation.model_fields}
-        for name, field in Settings.model_fields.items()
-        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
-    }
     problems = []
     for variable in sorted(os.environ):
         if not variable.upper().startswith(ENV_PREFIX) or variable.upper() in NON_SETTING_ENV_VARS:
             continue
-        parts = variable[len(ENV_PREFIX) :].upper().split(ENV_NESTED_DELIMITER)
-        if parts[0] not in known_top:
-            problems.append(f"environment variable {variable}: unknown setting")
-        elif parts[0] in nested and (len(parts) < 2 or parts[1] not in nested[parts[0]]):
-            problems.append(
-                f"environment variable {variable}: unknown setting in section "
-                f"'{parts[0].lower()}' (known: {', '.join(sorted(nested[parts[0]])).lower()})"
-            )
+        parts = variable[len(ENV_PREFIX) :].lower().split(ENV_NESTED_DELIMITER)
+        problem = _unknown_path(Settings, parts)
+        if problem is not None:
+            problems.append(f"environment variable {variable}: {problem}")
     return problems
+
+
+def _unknown_path(model: type[BaseModel], parts: list[str]) -> str | None:
+    """Why ``parts`` names no setting of ``model`` (None when it does)."""
+    section: list[str] = []
+    for index, part in enumerate(parts):
+        field = model.model_fields.get(part)
+        if field is None:
+            known = ", ".join(sorted(model.model_fields))
+            where = f" in section '{'.'.join(section)}'" if section else ""
+            return f"unknown setting{where} (known: {known})"
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            if index == len(parts) - 1:
+                return None  # a whole section as JSON
+            model = annotation
+            section.append(part)
+            continue
+        return None  # a leaf; deeper parts address dict keys, which pydantic validates
+    return None
 
 
 def _describe_validation_error(error: ValidationError) -> list[str]:
@@ -284,7 +329,8 @@ def _describe_validation_error(error: ValidationError) -> list[str]:
 
 
 def _env_name(location: tuple[int | str, ...]) -> str:
-    return ENV_PREFIX + ENV_NESTED_DELIMITER.join(str(part).upper() for part in location[:2])
+    names = [str(part).upper() for part in location if isinstance(part, str)]
+    return ENV_PREFIX + ENV_NESTED_DELIMITER.join(names)
 
 
 def _format_problems(problems: list[str]) -> str:

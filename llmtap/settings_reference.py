@@ -7,6 +7,7 @@ model disagree, and `make docs` regenerates it.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from pydantic import BaseModel, SecretStr
@@ -33,18 +34,35 @@ together. `llmtap config show` prints the effective settings with secrets masked
 
 
 def render_reference() -> str:
-    lines = [_HEADER]
-    top_level = []
+    lines = [_HEADER, "\n## General\n"]
+    lines.extend(_table(_leaves(Settings), prefix=()))
     for name, field in Settings.model_fields.items():
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            lines.append(f"\n## `{name}`\n\n{_first_paragraph(annotation.__doc__)}\n")
-            lines.extend(_table(annotation.model_fields, prefix=(name,)))
-        else:
-            top_level.append((name, field))
-    lines.insert(1, "\n## General\n")
-    lines[2:2] = _table(dict(top_level), prefix=())
+        section = _section_model(field)
+        if section is not None:
+            lines.extend(_section(section, (name,)))
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _section(model: type[BaseModel], path: tuple[str, ...]) -> list[str]:
+    heading = "#" * min(2 + len(path) - 1, 4)
+    lines = [f"\n{heading} `{'.'.join(path)}`\n\n{_first_paragraph(model.__doc__)}\n"]
+    lines.extend(_table(_leaves(model), prefix=path))
+    for name, field in model.model_fields.items():
+        nested = _section_model(field)
+        if nested is not None:
+            lines.extend(_section(nested, (*path, name)))
+    return lines
+
+
+def _leaves(model: type[BaseModel]) -> dict[str, FieldInfo]:
+    return {name: f for name, f in model.model_fields.items() if _section_model(f) is None}
+
+
+def _section_model(field: FieldInfo) -> type[BaseModel] | None:
+    annotation = field.annotation
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
 
 
 def _table(fields: dict[str, FieldInfo], prefix: tuple[str, ...]) -> list[str]:
@@ -66,6 +84,8 @@ def _table(fields: dict[str, FieldInfo], prefix: tuple[str, ...]) -> list[str]:
 def _type_name(field: FieldInfo) -> str:
     text = str(field.annotation).replace("typing.", "").replace("pathlib.", "")
     text = text.replace("pydantic.types.", "").replace("<class '", "").replace("'>", "")
+    text = re.sub(r"\b(?:[a-z_]+\.)+([A-Z]\w*)", r"\1", text)  # drop module paths of classes
+    text = text.replace(" | ", " or ")  # a pipe would end the Markdown table cell
     return f"`{text}`"
 
 
@@ -79,7 +99,7 @@ def _default(field: FieldInfo) -> str:
     if isinstance(value, SecretStr):
         return "(secret)"
     if isinstance(value, dict | list):
-        return f"`{json.dumps(value)}`"
+        return f"`{json.dumps(value, default=str)}`"
     return f"`{value}`"
 
 

@@ -544,6 +544,8 @@ def _server_properties(data_dir: Path, port: int, controller_port: int) -> str:
         "group.initial.rebalance.delay.ms": "0",
         "log.retention.hours": "168",
         "log.segment.bytes": str(256 * 1024 * 1024),
+        # Room for llmtap's 16 MiB topics (large prompts); topics set their own limit.
+        "message.max.bytes": str(17 * 1024 * 1024),
     }
     return "".join(f"{key}={value}\n" for key, value in lines.items())
 
