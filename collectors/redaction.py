@@ -10,8 +10,9 @@ What is covered: every string value in resource, span, span event and span link 
 OTLP trace request, and in log record bodies, log record attributes and resource attributes of an
 OTLP logs request, including strings nested in array and key-value-list values (down to
 ``MAX_NESTING_DEPTH`` levels; deeper values are left alone and counted as ``depth_limit``).
-JSON-encoded attributes (``gen_ai.input.messages``) are redacted as text; a match never splits a
-JSON escape sequence and the replacement holds no quote or backslash, so the JSON stays valid.
+JSON-encoded attributes (``gen_ai.input.messages``) are redacted as text and stay valid JSON: a
+match never splits an escape sequence, the replacement holds no quote or backslash, and a card
+number written as a bare JSON number is replaced by a JSON string.
 
 What is not covered: span names, event names, status messages, scope attributes, trace state,
 bytes values and attribute keys; data the detectors do not recognise (names, addresses, free-form
@@ -25,6 +26,7 @@ without seeing what it was.
 
 from __future__ import annotations
 
+import bisect
 import importlib
 import re
 import string
@@ -542,16 +544,28 @@ def _escape_covering(text: str, position: int) -> Span | None:
 # A card number can be a bare JSON number ({"card": 4111111111111111}); replaced by a string it
 # keeps the document valid. Only checked for all-digit matches in text that starts like JSON.
 _JSON_DOCUMENT_START = re.compile(r"\s*[\[{]")
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)  # unterminated: to the end
 _JSON_NUMBER_AFTER = re.compile(r"(?:\.\d+)?(?:[eE][+-]?\d+)?", re.ASCII)
 
 
-def _is_json_number(text: str, start: int) -> bool:
-    """True if the digits at ``start`` are (part of) a number token of a JSON document."""
-    if _JSON_DOCUMENT_START.match(text) is None:
-        return False
-    # Outside every string: no quote is left once the complete strings before it are removed.
-    return '"' not in _JSON_STRING.sub("", text[:start])
+class _JsonStrings:
+    """Where the strings of a JSON document are: found once, then asked about many positions."""
+
+    def __init__(self, text: str) -> None:
+        self.is_document = _JSON_DOCUMENT_START.match(text) is not None
+        tokens = _JSON_STRING.finditer(text) if self.is_document else iter(())
+        self._starts: list[int] = []
+        self._ends: list[int] = []
+        for token in tokens:
+            self._starts.append(token.start())
+            self._ends.append(token.end())
+
+    def is_bare_number_at(self, position: int) -> bool:
+        """True if the text is a JSON document and ``position`` lies outside its strings."""
+        if not self.is_document:
+            return False
+        index = bisect.bisect_right(self._starts, position) - 1
+        return index < 0 or self._ends[index] <= position
 
 
 def _json_number_bounds(text: str, start: int, end: int) -> Span:
@@ -699,12 +713,18 @@ class Redactor:
         pieces: list[str] = []
         position = 0
         replaced = 0
+        json_strings: _JsonStrings | None = None
         for start, end in detector.find(text):
             if has_backslash:
                 start, end = _outside_json_escapes(text, start, end)
             if start >= end or start < position:
                 continue
-            if text[start:end].isdigit() and _is_json_number(text, start):
+            bare_number = False
+            if text[start:end].isdigit():
+                if json_strings is None:
+                    json_strings = _JsonStrings(text)
+                bare_number = json_strings.is_bare_number_at(start)
+            if bare_number:
                 start, end = _json_number_bounds(text, start, end)
                 pieces += (text[position:start], '"', replacement, '"')
             else:

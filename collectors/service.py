@@ -18,6 +18,7 @@ from llmtap.collectors.otlp_grpc import build_grpc_server
 from llmtap.collectors.otlp_http import build_http_app
 from llmtap.collectors.receiver import ReceiverCore
 from llmtap.collectors.trace_ingest import IngestTopics
+from llmtap.errors import LlmtapError
 from llmtap.kafka import ensure_topics, producer_config
 from llmtap.kafka_writer import AsyncKafkaWriter
 from llmtap.schemas.topics import dead_letter_topic, raw_spans_topic
@@ -77,12 +78,22 @@ class Collector:
             )
             await self._runner.setup()
             site = web.TCPSite(self._runner, self._config.address, self._config.http_port)
-            await site.start()
+            try:
+                await site.start()
+            except OSError as error:
+                raise _cannot_listen(
+                    "OTLP/HTTP", self._config.address, self._config.http_port, error
+                ) from None
             self.http_port = _bound_port(self._runner)
             if self._config.grpc_port is not None:
-                self._grpc, self.grpc_port = build_grpc_server(
-                    self._core, self._config.address, self._config.grpc_port
-                )
+                try:
+                    self._grpc, self.grpc_port = build_grpc_server(
+                        self._core, self._config.address, self._config.grpc_port
+                    )
+                except (OSError, RuntimeError) as error:
+                    raise _cannot_listen(
+                        "OTLP/gRPC", self._config.address, self._config.grpc_port, error
+                    ) from None
                 await self._grpc.start()
         except BaseException:
             await self.stop()
@@ -107,6 +118,14 @@ class Collector:
 
     def _shutdown_grace(self) -> float:
         return self._config.delivery_timeout_seconds + 5
+
+
+def _cannot_listen(what: str, address: str, port: int, error: BaseException) -> LlmtapError:
+    setting = "HTTP_PORT" if what == "OTLP/HTTP" else "GRPC_PORT"
+    return LlmtapError(
+        f"The collector cannot listen for {what} on {address}:{port} ({error}). Is another "
+        f"collector running? Choose another port with LLMTAP_COLLECTOR__{setting}."
+    )
 
 
 def _bound_port(runner: web.AppRunner) -> int:
