@@ -118,7 +118,7 @@ def up(state: CliState, duration_seconds: float | None) -> None:
         store = clickhouse.open_client(settings)
         version = store.query("SELECT version()").result_rows[0][0]
         progress(f"ready  clickhouse  {settings.clickhouse_target().describe()}, v{version}")
-        asyncio.run(_serve_roles(settings, ["collector"], duration_seconds))
+        asyncio.run(_serve_roles(settings, ["collector", "processor"], duration_seconds))
     finally:
         progress("stopping")
         if store is not None:
@@ -140,26 +140,33 @@ def collector(state: CliState, duration_seconds: float | None) -> None:
     asyncio.run(_serve_roles(state.settings, ["collector"], duration_seconds))
 
 
+@cli.command()
+@click.option(
+    "--duration-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Stop by itself after this long (default: run until Ctrl-C).",
+)
+@pass_state
+def processor(state: CliState, duration_seconds: float | None) -> None:
+    """Run the processor role: raw spans topic in, normalized and priced spans out."""
+    asyncio.run(_serve_roles(state.settings, ["processor"], duration_seconds))
+
+
 async def _serve_roles(
     settings: Settings, roles: list[str], duration_seconds: float | None
 ) -> None:
     """Start the roles, run until a signal (or the duration), then stop them in reverse order."""
-    from llmtap.collectors.service import Collector
+    from llmtap.roles import start_role
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    started: list[Collector] = []
+    started = []
     try:
         for role in roles:
-            if role == "collector":
-                component = Collector(settings, progress)
-                await component.start()
-                started.append(component)
-                progress(
-                    f"ready  collector   http://{settings.collector.address}:{component.http_port}"
-                )
+            started.append(await start_role(role, settings, progress))
+            progress(f"ready  {role}")
         progress("running; press Ctrl-C to stop")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=duration_seconds)
@@ -200,6 +207,106 @@ def check(state: CliState, wait_seconds: float) -> None:
                 if time.monotonic() >= deadline:
                     raise
                 time.sleep(2)
+
+
+# -- normalize and cost ------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("file", type=click.File("rb"))
+@click.option("--no-price", is_flag=True, help="Skip pricing (cost stays empty).")
+@pass_state
+def normalize(state: CliState, file: Any, no_price: bool) -> None:
+    """Normalize an OTLP trace file (JSON or protobuf; - for stdin) into JSON lines."""
+    from llmtap.processors.normalize.normalizer import Normalizer
+    from llmtap.processors.pricing import PriceTable
+    from llmtap.schemas.llm_span import encode_span
+    from llmtap.schemas.otlp import OtlpDecodeError, decode_traces, sniff_encoding
+
+    body = file.read()
+    try:
+        request = decode_traces(body, sniff_encoding(body))
+    except OtlpDecodeError as error:
+        raise LlmtapError(f"{file.name}: {error}") from None
+    pricer = (
+        None if no_price else PriceTable.load(state.settings.processor.price_overrides_file).price
+    )
+    failures: list[str] = []
+    spans = Normalizer(pricer).normalize_request(
+        request,
+        on_error=lambda span, error: failures.append(f"span {span.span_id.hex()}: {error!r}"),
+    )
+    for span in spans:
+        click.echo(encode_span(span).decode())
+    for failure in failures:
+        click.echo(f"error: {failure}", err=True)
+    if failures:
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--model", required=True, help="Model name as the provider reports it.")
+@click.option(
+    "--provider", help="Provider (openai, anthropic, aws.bedrock, ...); inferred when unique."
+)
+@click.option(
+    "--input-tokens",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="All input tokens, cached ones included.",
+)
+@click.option(
+    "--output-tokens",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="All output tokens, reasoning included.",
+)
+@click.option(
+    "--cache-read-tokens", type=click.IntRange(min=0), help="Input tokens read from the cache."
+)
+@click.option(
+    "--cache-write-tokens", type=click.IntRange(min=0), help="Input tokens written to the cache."
+)
+@click.option(
+    "--reasoning-tokens", type=click.IntRange(min=0), help="Output tokens spent on reasoning."
+)
+@click.option(
+    "--at",
+    "at_date",
+    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
+    help="Price as of this date (default: now).",
+)
+@pass_state
+def cost(
+    state: CliState,
+    model: str,
+    provider: str | None,
+    input_tokens: int,
+    output_tokens: int,
+    cache_read_tokens: int | None,
+    cache_write_tokens: int | None,
+    reasoning_tokens: int | None,
+    at_date: Any,
+) -> None:
+    """Price one call and print the breakdown with the price version used."""
+    from llmtap.processors.pricing import PriceTable
+    from llmtap.schemas.llm_span import TokenUsage
+
+    table = PriceTable.load(state.settings.processor.price_overrides_file)
+    usage = TokenUsage(
+        input=input_tokens,
+        output=output_tokens,
+        cache_read=cache_read_tokens,
+        cache_write=cache_write_tokens,
+        reasoning=reasoning_tokens,
+    )
+    at = int((at_date.timestamp() if at_date is not None else time.time()) * 1e9)
+    priced = table.price(provider, model, usage, at)
+    click.echo(table.explain(provider, model, usage, at))
+    if not priced.priced:
+        sys.exit(3)
 
 
 # -- config --------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from pydantic_settings import SettingsError as PydanticSettingsError
 from llmtap.clickhouse_dsn import ClickHouseTarget, parse_clickhouse_dsn
 from llmtap.collectors.config import CollectorConfig
 from llmtap.errors import SettingsError
+from llmtap.processors.config import ProcessorConfig
 
 ENV_PREFIX = "LLMTAP_"
 ENV_NESTED_DELIMITER = "__"
@@ -85,6 +86,11 @@ class TopicsSettings(_Section):
             "Raw OTLP spans (otlp_proto or otlp_json values). The default is the OTel Collector "
             "Kafka exporter's default topic, so a Collector can write here unchanged."
         ),
+    )
+    normalized_spans: str = Field(
+        default="llmtap.spans.normalized",
+        pattern=r"^[A-Za-z0-9._-]{1,249}$",
+        description="Normalized, priced LLM spans (JSON, one span per message, keyed by trace id).",
     )
     dead_letter: str = Field(
         default="llmtap.dead_letter",
@@ -180,6 +186,7 @@ class Settings(BaseSettings):
     local_kafka: LocalKafkaSettings = Field(default_factory=LocalKafkaSettings)
     topics: TopicsSettings = Field(default_factory=TopicsSettings)
     collector: CollectorConfig = Field(default_factory=CollectorConfig)
+    processor: ProcessorConfig = Field(default_factory=ProcessorConfig)
     clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
 
     @classmethod

@@ -46,6 +46,10 @@ def raw_spans_topic(name: str, partitions: int) -> TopicSpec:
     return TopicSpec(name, partitions, (("compression.type", "producer"),))
 
 
+def normalized_spans_topic(name: str, partitions: int) -> TopicSpec:
+    return TopicSpec(name, partitions, (("compression.type", "producer"),))
+
+
 def dead_letter_topic(name: str, partitions: int) -> TopicSpec:
     # Dead letters are evidence: kept for 30 days by default, longer than the data topics.
     return TopicSpec(name, partitions, (("retention.ms", str(30 * 24 * 3600 * 1000)),))

@@ -23,6 +23,14 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 JAR_CACHE_DIR = REPO_ROOT / ".llmtap" / "kafka" / "dist"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        help="Rewrite tests/golden/*/expected.jsonl from the current normalizer (review the diff).",
+    )
+
+
 @pytest.fixture(autouse=True)
 def _isolated_llmtap_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """A developer's own LLMTAP_* variables must not change what the tests see."""

@@ -77,11 +77,13 @@ def read_topic(
     topic: str,
     *,
     expect_spans: int | None = None,
+    expect_messages: int | None = None,
     idle_seconds: float = 3.0,
     timeout_seconds: float = 60.0,
 ) -> list[ConsumedMessage]:
-    """Read a topic from the beginning until ``expect_spans`` spans arrived (then a short idle
-    period, to catch duplicates) or, without a count, until it has been idle for a while."""
+    """Read a topic from the beginning until ``expect_spans`` OTLP spans (or ``expect_messages``
+    messages) arrived, then a short idle period to catch duplicates; without a count, until it
+    has been idle for a while."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap_servers,
@@ -110,10 +112,13 @@ def read_topic(
                     )
                 )
                 last_message_at = time.monotonic()
-            enough = expect_spans is not None and count_spans(messages) >= expect_spans
-            if (
-                enough or expect_spans is None
-            ) and time.monotonic() - last_message_at > idle_seconds:
+            if expect_messages is not None:
+                enough = len(messages) >= expect_messages
+            elif expect_spans is not None:
+                enough = count_spans(messages) >= expect_spans
+            else:
+                enough = True
+            if enough and time.monotonic() - last_message_at > idle_seconds:
                 break
     finally:
         consumer.close()

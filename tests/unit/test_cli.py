@@ -102,3 +102,56 @@ def test_config_commands_work_on_defaults(arguments: list[str], tmp_path: Path) 
     result = run_cli(*arguments, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "bootstrap_servers" in result.stdout
+
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+
+
+def test_normalize_prints_one_json_line_per_span(tmp_path: Path) -> None:
+    import json
+
+    result = run_cli(
+        "normalize", str(GOLDEN / "openai_v2_chat_latest" / "input.json"), cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    spans = [json.loads(line) for line in result.stdout.splitlines()]
+    assert spans
+    assert all(span["span_type"] == "llm" and span["cost"]["priced"] for span in spans)
+
+
+def test_normalize_explains_an_undecodable_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"resourceSpans": 3}')
+    result = run_cli("normalize", str(bad), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "must be an array" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cost_prints_the_breakdown_and_price_version(tmp_path: Path) -> None:
+    result = run_cli(
+        "cost",
+        "--provider",
+        "openai",
+        "--model",
+        "gpt-4o",
+        "--input-tokens",
+        "1000",
+        "--cache-read-tokens",
+        "400",
+        "--output-tokens",
+        "200",
+        "--at",
+        "2026-01-15",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    # 600 x 2.50/M + 400 x 1.25/M + 200 x 10/M = 0.0015 + 0.0005 + 0.002
+    assert "0.004000000" in result.stdout
+    assert "2026-11-01+" in result.stdout
+
+
+def test_cost_of_an_unknown_model_exits_3(tmp_path: Path) -> None:
+    result = run_cli("cost", "--model", "no-such-model", "--input-tokens", "5", cwd=tmp_path)
+    assert result.returncode == 3
+    assert "not priced: no provider's price matches model" in result.stdout

@@ -1,0 +1,1 @@
+"""The normalizer stage: raw OTLP spans in, normalized LLM spans (priced) out."""
