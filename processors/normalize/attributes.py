@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
@@ -59,7 +59,7 @@ class Reader:
     def joined_keys(self) -> str:
         """All keys, each after a newline, so a prefix test is one substring search in C."""
         if self._joined is None:
-            self._joined = "".join("\n" + key for key in self.attributes)
+            self._joined = "\n" + "\n".join(self.attributes) if self.attributes else ""
         return self._joined
 
     def has_prefix(self, prefix: str) -> bool:
@@ -178,15 +178,11 @@ class Reader:
     def remaining(self) -> dict[str, str]:
         """Attributes no mapping used, as text (bounded), for the span's attribute map."""
         result = {}
+        used = self.used
         for key, value in self.attributes.items():
-            if key in self.used or value is None:
+            if key in used or value is None:
                 continue
-            text = (
-                value
-                if isinstance(value, str)
-                else json.dumps(value, ensure_ascii=False, default=str)
-            )
-            result[key] = text[:MAX_ATTRIBUTE_TEXT]
+            result[key] = as_text(value)[:MAX_ATTRIBUTE_TEXT]
         return result
 
 
@@ -197,9 +193,128 @@ def parse_json(text: str) -> Any:
         return None
 
 
-def as_text(value: Any) -> str | None:
-    if value is None:
-        return None
+def as_text(value: Any) -> str:
+    """Attribute values as text: strings as they are, numbers and booleans as JSON would write
+    them, arrays and maps as JSON."""
     if isinstance(value, str):
         return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else str(value)
+    if value is None:
+        return "null"
     return json.dumps(value, ensure_ascii=False, default=str)
+
+
+class ScalarFields:
+    """Single-value fields read in one pass over a span's attributes (the hot path).
+
+    ``fields`` maps a field name to its conversion ("text", "integer", "number", "flag",
+    "strings", "structured", "raw") and its attribute keys in precedence order. One dictionary
+    lookup per attribute replaces a lookup per (field, key) pair.
+    """
+
+    def __init__(self, fields: dict[str, tuple[str, tuple[str, ...]]]) -> None:
+        self._kinds = {field: kind for field, (kind, _) in fields.items()}
+        self._lookup = {
+            key: (field, rank)
+            for field, (_, keys) in fields.items()
+            for rank, key in enumerate(keys)
+        }
+
+    def read(self, reader: Reader) -> dict[str, Any]:
+        best: dict[str, tuple[int, Any, str]] = {}
+        lookup = self._lookup
+        used = reader.used
+        for key, value in reader.attributes.items():
+            hit = lookup.get(key)
+            if hit is None:
+                continue
+            used.add(key)
+            if value is None:
+                continue
+            field, rank = hit
+            current = best.get(field)
+            if current is None or rank < current[0]:
+                best[field] = (rank, value, key)
+        values: dict[str, Any] = {}
+        kinds = self._kinds
+        for field, (_, value, key) in best.items():
+            kind = kinds[field]
+            if kind == "text" and isinstance(value, str):  # the common case, without a call
+                if value:
+                    values[field] = value
+                continue
+            converted = _CONVERTERS[kind](reader, value, key)
+            if converted is not None:
+                values[field] = converted
+        return values
+
+
+def _convert_text(reader: Reader, value: Any, key: str) -> str | None:
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, bool | int | float):
+        return str(value)
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _convert_integer(reader: Reader, value: Any, key: str) -> int | None:
+    return reader._integer(value, key)
+
+
+def _convert_number(reader: Reader, value: Any, key: str) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        reader.warnings.append(f"{key}: not a number")
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _convert_flag(reader: Reader, value: Any, key: str) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return None
+
+
+def _convert_strings(reader: Reader, value: Any, key: str) -> list[str] | None:
+    if isinstance(value, list):
+        return [str(item) for item in value if item is not None]
+    if isinstance(value, str):
+        parsed = parse_json(value) if value.startswith("[") else None
+        if isinstance(parsed, list):
+            return [str(item) for item in parsed]
+        return [value]
+    return [str(value)]
+
+
+def _convert_structured(reader: Reader, value: Any, key: str) -> Any:
+    if isinstance(value, str):
+        parsed = parse_json(value)
+        if parsed is None and value.strip():
+            reader.warnings.append(f"{key}: not valid JSON")
+        return parsed
+    return value
+
+
+def _convert_raw(reader: Reader, value: Any, key: str) -> Any:
+    return value
+
+
+_CONVERTERS: dict[str, Callable[[Reader, Any, str], Any]] = {
+    "text": _convert_text,
+    "integer": _convert_integer,
+    "number": _convert_number,
+    "flag": _convert_flag,
+    "strings": _convert_strings,
+    "structured": _convert_structured,
+    "raw": _convert_raw,
+}

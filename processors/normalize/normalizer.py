@@ -17,7 +17,7 @@ from typing import Any
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from llmtap.processors.normalize.attributes import Reader, attributes_of, parse_json
+from llmtap.processors.normalize.attributes import Reader, ScalarFields, attributes_of, parse_json
 from llmtap.processors.normalize.messages import (
     documents_from_indexed,
     documents_from_json,
@@ -81,6 +81,151 @@ _PROVIDER_ALIASES = {
 
 Pricer = Callable[[str | None, str | None, TokenUsage, int], Cost]
 
+# Every single-valued attribute the conventions use: field -> (conversion, keys by precedence).
+SCALARS = ScalarFields(
+    {
+        "operation": ("text", ("gen_ai.operation.name",)),
+        "llm_request_type": ("text", ("llm.request.type",)),
+        "openinference_kind": ("text", ("openinference.span.kind",)),
+        "langfuse_type": ("text", ("langfuse.observation.type",)),
+        "provider": (
+            "text",
+            ("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system", "llm.vendor"),
+        ),
+        "request_model": (
+            "text",
+            (
+                "gen_ai.request.model",
+                "llm.request.model",
+                "langfuse.observation.model.name",
+                "embedding.model_name",
+            ),
+        ),
+        "response_model": ("text", ("gen_ai.response.model", "llm.response.model")),
+        "openinference_model": ("text", ("llm.model_name",)),
+        "response_id": ("text", ("gen_ai.response.id", "llm.response.id")),
+        "user_id": (
+            "text",
+            (
+                "user.id",
+                "enduser.id",
+                "langfuse.user.id",
+                "traceloop.association.properties.user_id",
+            ),
+        ),
+        "session_id": (
+            "text",
+            (
+                "gen_ai.conversation.id",
+                "session.id",
+                "langfuse.session.id",
+                "traceloop.association.properties.session_id",
+            ),
+        ),
+        "input_tokens": (
+            "integer",
+            (
+                "gen_ai.usage.input_tokens",
+                "gen_ai.usage.prompt_tokens",
+                "llm.usage.prompt_tokens",
+                "llm.token_count.prompt",
+            ),
+        ),
+        "output_tokens": (
+            "integer",
+            (
+                "gen_ai.usage.output_tokens",
+                "gen_ai.usage.completion_tokens",
+                "llm.usage.completion_tokens",
+                "llm.token_count.completion",
+            ),
+        ),
+        "cache_read": (
+            "integer",
+            (
+                "gen_ai.usage.cache_read.input_tokens",
+                "gen_ai.usage.cache_read_input_tokens",
+                "llm.token_count.prompt_details.cache_read",
+            ),
+        ),
+        "cache_write": (
+            "integer",
+            (
+                "gen_ai.usage.cache_creation.input_tokens",
+                "gen_ai.usage.cache_write.input_tokens",
+                "gen_ai.usage.cache_creation_input_tokens",
+                "llm.token_count.prompt_details.cache_write",
+            ),
+        ),
+        "reasoning": (
+            "integer",
+            (
+                "gen_ai.usage.reasoning.output_tokens",
+                "gen_ai.usage.reasoning_tokens",
+                "llm.token_count.completion_details.reasoning",
+            ),
+        ),
+        "total_tokens": (
+            "integer",
+            ("gen_ai.usage.total_tokens", "llm.usage.total_tokens", "llm.token_count.total"),
+        ),
+        "usage_details": ("structured", ("langfuse.observation.usage_details",)),
+        "temperature": ("number", ("gen_ai.request.temperature", "llm.temperature")),
+        "max_tokens": ("integer", ("gen_ai.request.max_tokens", "llm.request.max_tokens")),
+        "top_p": ("number", ("gen_ai.request.top_p", "llm.top_p")),
+        "top_k": ("number", ("gen_ai.request.top_k",)),
+        "stream": ("flag", ("gen_ai.request.stream", "gen_ai.is_streaming", "llm.is_streaming")),
+        "frequency_penalty": (
+            "number",
+            ("gen_ai.request.frequency_penalty", "llm.frequency_penalty"),
+        ),
+        "presence_penalty": ("number", ("gen_ai.request.presence_penalty", "llm.presence_penalty")),
+        "seed": ("integer", ("gen_ai.request.seed",)),
+        "stop_sequences": ("strings", ("gen_ai.request.stop_sequences", "llm.chat.stop_sequences")),
+        "invocation_parameters": ("structured", ("llm.invocation_parameters",)),
+        "finish_reasons": (
+            "strings",
+            ("gen_ai.response.finish_reasons", "llm.finish_reason", "llm.response.finish_reason"),
+        ),
+        "template_id": (
+            "text",
+            (
+                "llmtap.prompt.template.id",
+                "gen_ai.prompt.name",
+                "langfuse.observation.prompt.name",
+                "traceloop.prompt.key",
+            ),
+        ),
+        "template_version": (
+            "text",
+            (
+                "llmtap.prompt.template.version",
+                "langfuse.observation.prompt.version",
+                "traceloop.prompt.version",
+                "llm.prompt_template.version",
+            ),
+        ),
+        "template_text": ("text", ("llm.prompt_template.template", "traceloop.prompt.template")),
+        "template_variables": ("structured", ("llm.prompt_template.variables",)),
+        "error_type": ("text", ("error.type",)),
+        "ttft_seconds": (
+            "number",
+            (
+                "gen_ai.response.time_to_first_chunk",
+                "gen_ai.server.time_to_first_token",
+                "llm.response.time_to_first_token",
+            ),
+        ),
+        "input_messages": ("structured", ("gen_ai.input.messages",)),
+        "output_messages": ("structured", ("gen_ai.output.messages",)),
+        "system_instructions": ("structured", ("gen_ai.system_instructions",)),
+        "retrieval_documents": ("structured", ("gen_ai.retrieval.documents",)),
+        "input_value": ("raw", ("input.value", "langfuse.observation.input")),
+        "output_value": ("raw", ("output.value", "langfuse.observation.output")),
+        "mime_types": ("raw", ("input.mime_type", "output.mime_type")),
+    }
+)
+
 
 @dataclass(frozen=True)
 class Origin:
@@ -141,26 +286,23 @@ class Normalizer:
             for event in span.events
         ]
 
-        operation = _operation(reader)
-        provider = _provider(reader)
-        request_model = reader.text(
-            "gen_ai.request.model",
-            "llm.request.model",
-            "langfuse.observation.model.name",
-            "embedding.model_name",
-        )
-        response_model = reader.text("gen_ai.response.model", "llm.response.model")
-        openinference_model = reader.text("llm.model_name")
+        values = SCALARS.read(reader)
+        get = values.get
+        operation = _operation(values)
+        provider = _provider(values)
+        request_model = get("request_model")
+        response_model = get("response_model")
+        openinference_model = get("openinference_model")
         if openinference_model is not None:
             request_model = request_model or openinference_model
             response_model = response_model or openinference_model
-        usage = _usage(reader)
-        input_messages, output_messages, system_instructions = _messages(reader, events)
-        documents = _documents(reader)
+        usage = _usage(values)
+        input_messages, output_messages, system_instructions = _messages(reader, values, events)
+        documents = _documents(reader, values)
         tool_calls = [call for message in output_messages for call in message.tool_calls]
         span_type = _span_type(operation, request_model or response_model, usage)
-        template_id, template_version, template_variables = _prompt_template(reader)
-        error_type, error_message = _error(reader, events, span)
+        template_id, template_version, template_variables = _prompt_template(reader, values)
+        error_type, error_message = _error(values, events, span)
 
         normalized = LlmSpan(
             trace_id=span.trace_id.hex(),
@@ -185,23 +327,13 @@ class Normalizer:
             operation=operation,
             request_model=request_model,
             response_model=response_model,
-            response_id=reader.text("gen_ai.response.id", "llm.response.id"),
-            request=_request_parameters(reader),
-            finish_reasons=_finish_reasons(reader, output_messages),
+            response_id=get("response_id"),
+            request=_request_parameters(values),
+            finish_reasons=get("finish_reasons") or _finish_reasons(output_messages),
             usage=usage,
-            time_to_first_token_ms=_time_to_first_token(reader, events, span.start_time_unix_nano),
-            user_id=reader.text(
-                "user.id",
-                "enduser.id",
-                "langfuse.user.id",
-                "traceloop.association.properties.user_id",
-            ),
-            session_id=reader.text(
-                "gen_ai.conversation.id",
-                "session.id",
-                "langfuse.session.id",
-                "traceloop.association.properties.session_id",
-            ),
+            time_to_first_token_ms=_time_to_first_token(values, events, span.start_time_unix_nano),
+            user_id=get("user_id"),
+            session_id=get("session_id"),
             system_instructions=system_instructions,
             input_messages=input_messages,
             output_messages=output_messages,
@@ -288,23 +420,21 @@ def _origin(
     )
 
 
-def _operation(reader: Reader) -> str | None:
-    operation = reader.text("gen_ai.operation.name")
-    if operation is None and (request_type := reader.text("llm.request.type")) is not None:
+def _operation(values: dict[str, Any]) -> str | None:
+    operation = values.get("operation")
+    if operation is None and (request_type := values.get("llm_request_type")) is not None:
         operation = {"completion": "text_completion", "embedding": "embeddings"}.get(
             request_type, request_type
         )
-    if operation is None and (kind := reader.text("openinference.span.kind")) is not None:
+    if operation is None and (kind := values.get("openinference_kind")) is not None:
         operation = _OPENINFERENCE_KINDS.get(kind.upper())
-    if operation is None and (kind := reader.text("langfuse.observation.type")) is not None:
+    if operation is None and (kind := values.get("langfuse_type")) is not None:
         operation = _LANGFUSE_TYPES.get(kind.lower())
     return operation.lower() if operation else None
 
 
-def _provider(reader: Reader) -> str | None:
-    provider = reader.text(
-        "gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system", "llm.vendor"
-    )
+def _provider(values: dict[str, Any]) -> str | None:
+    provider: str | None = values.get("provider")
     if provider is None:
         return None
     provider = provider.lower()
@@ -336,9 +466,16 @@ _LEGACY_GENAI_KEYS = frozenset(
 
 def _convention(reader: Reader) -> str:
     joined = reader.joined_keys()
-    for name, prefixes in _CONVENTION_PREFIXES:
-        if any("\n" + prefix in joined for prefix in prefixes):
-            return name
+    if (
+        "\nllm." in joined
+        or "\nlangfuse." in joined
+        or "\nopeninference." in joined
+        or ("\ngen_ai.prompt." in joined or "\ngen_ai.completion." in joined)
+    ):
+        for name, prefixes in _CONVENTION_PREFIXES:
+            for prefix in prefixes:
+                if "\n" + prefix in joined:
+                    return name
     keys = reader.used
     if "gen_ai.provider.name" not in keys and not _LEGACY_GENAI_KEYS.isdisjoint(keys):
         return "otel_genai_legacy"
@@ -357,40 +494,15 @@ def _span_type(operation: str | None, model: str | None, usage: TokenUsage) -> s
     return "other"
 
 
-def _usage(reader: Reader) -> TokenUsage:
-    usage_details = reader.structured("langfuse.observation.usage_details")
+def _usage(values: dict[str, Any]) -> TokenUsage:
+    usage_details = values.get("usage_details")
     details = usage_details if isinstance(usage_details, dict) else {}
-    input_tokens = reader.integer(
-        "gen_ai.usage.input_tokens",
-        "gen_ai.usage.prompt_tokens",
-        "llm.usage.prompt_tokens",
-        "llm.token_count.prompt",
-    )
-    output_tokens = reader.integer(
-        "gen_ai.usage.output_tokens",
-        "gen_ai.usage.completion_tokens",
-        "llm.usage.completion_tokens",
-        "llm.token_count.completion",
-    )
-    cache_read = reader.integer(
-        "gen_ai.usage.cache_read.input_tokens",
-        "gen_ai.usage.cache_read_input_tokens",
-        "llm.token_count.prompt_details.cache_read",
-    )
-    cache_write = reader.integer(
-        "gen_ai.usage.cache_creation.input_tokens",
-        "gen_ai.usage.cache_write.input_tokens",
-        "gen_ai.usage.cache_creation_input_tokens",
-        "llm.token_count.prompt_details.cache_write",
-    )
-    reasoning = reader.integer(
-        "gen_ai.usage.reasoning.output_tokens",
-        "gen_ai.usage.reasoning_tokens",
-        "llm.token_count.completion_details.reasoning",
-    )
-    total = reader.integer(
-        "gen_ai.usage.total_tokens", "llm.usage.total_tokens", "llm.token_count.total"
-    )
+    input_tokens = values.get("input_tokens")
+    output_tokens = values.get("output_tokens")
+    cache_read = values.get("cache_read")
+    cache_write = values.get("cache_write")
+    reasoning = values.get("reasoning")
+    total = values.get("total_tokens")
     if details:
         input_tokens = (
             input_tokens if input_tokens is not None else _detail(details, "input", "prompt_tokens")
@@ -444,8 +556,9 @@ def _detail(details: dict[str, Any], *keys: str) -> int | None:
     return None
 
 
-def _request_parameters(reader: Reader) -> RequestParameters:
-    invocation = reader.structured("llm.invocation_parameters")
+def _request_parameters(values: dict[str, Any]) -> RequestParameters:
+    get = values.get
+    invocation = get("invocation_parameters")
     invocation = invocation if isinstance(invocation, dict) else {}
 
     def from_invocation(*keys: str) -> Any:
@@ -454,47 +567,41 @@ def _request_parameters(reader: Reader) -> RequestParameters:
                 return invocation[key]
         return None
 
-    temperature = reader.number("gen_ai.request.temperature", "llm.temperature")
-    max_tokens = reader.integer("gen_ai.request.max_tokens", "llm.request.max_tokens")
-    top_p = reader.number("gen_ai.request.top_p", "llm.top_p")
-    stream = reader.flag("gen_ai.request.stream", "gen_ai.is_streaming", "llm.is_streaming")
+    temperature = get("temperature")
+    max_tokens = get("max_tokens")
+    top_p = get("top_p")
+    stream = get("stream")
+    invocation_stream = invocation.get("stream")
     return RequestParameters(
         temperature=temperature
         if temperature is not None
         else _as_float(from_invocation("temperature")),
         top_p=top_p if top_p is not None else _as_float(from_invocation("top_p")),
-        top_k=reader.number("gen_ai.request.top_k"),
+        top_k=get("top_k"),
         max_tokens=max_tokens
         if max_tokens is not None
         else _as_int(from_invocation("max_tokens", "max_completion_tokens")),
-        frequency_penalty=reader.number(
-            "gen_ai.request.frequency_penalty", "llm.frequency_penalty"
-        ),
-        presence_penalty=reader.number("gen_ai.request.presence_penalty", "llm.presence_penalty"),
-        seed=reader.integer("gen_ai.request.seed"),
-        stop_sequences=reader.strings("gen_ai.request.stop_sequences", "llm.chat.stop_sequences"),
+        frequency_penalty=get("frequency_penalty"),
+        presence_penalty=get("presence_penalty"),
+        seed=get("seed"),
+        stop_sequences=get("stop_sequences") or [],
         stream=stream
         if stream is not None
-        else (invocation.get("stream") if isinstance(invocation.get("stream"), bool) else None),
+        else (invocation_stream if isinstance(invocation_stream, bool) else None),
     )
 
 
-def _finish_reasons(reader: Reader, output_messages: list[Message]) -> list[str]:
-    reasons = reader.strings(
-        "gen_ai.response.finish_reasons", "llm.finish_reason", "llm.response.finish_reason"
-    )
-    if not reasons:
-        reasons = [message.finish_reason for message in output_messages if message.finish_reason]
-    return reasons
+def _finish_reasons(output_messages: list[Message]) -> list[str]:
+    return [message.finish_reason for message in output_messages if message.finish_reason]
 
 
 def _messages(
-    reader: Reader, events: list[tuple[str, int, dict[str, Any]]]
+    reader: Reader, values: dict[str, Any], events: list[tuple[str, int, dict[str, Any]]]
 ) -> tuple[list[Message], list[Message], str | None]:
     # Current conventions: attributes on the span, or on the operation-details event.
-    input_value = reader.structured("gen_ai.input.messages")
-    output_value = reader.structured("gen_ai.output.messages")
-    instructions = instructions_text(reader.structured("gen_ai.system_instructions"))
+    input_value = values.get("input_messages")
+    output_value = values.get("output_messages")
+    instructions = instructions_text(values.get("system_instructions"))
     for name, _, attributes in events:
         if name == "gen_ai.client.inference.operation.details":
             event_reader = Reader(attributes)
@@ -530,18 +637,9 @@ def _messages(
         inputs = inputs or event_inputs
         outputs = outputs or event_outputs
     if not inputs:  # OpenInference / Langfuse raw input and output values
-        inputs = messages_from_json(
-            _value_as_json(reader, "input.value", "langfuse.observation.input"), "user"
-        )
-    else:
-        reader.raw("input.value", "input.mime_type")
+        inputs = messages_from_json(_maybe_json(values.get("input_value")), "user")
     if not outputs:
-        outputs = _outputs_from_value(
-            _value_as_json(reader, "output.value", "langfuse.observation.output")
-        )
-    else:
-        reader.raw("output.value", "output.mime_type")
-    reader.raw("input.mime_type", "output.mime_type")
+        outputs = _outputs_from_value(_maybe_json(values.get("output_value")))
 
     if instructions is None:
         system = [
@@ -595,8 +693,7 @@ def _json_attribute(attributes: dict[str, Any], key: str) -> Any:
     return parse_json(value) if isinstance(value, str) and value[:1] in "[{" else value
 
 
-def _value_as_json(reader: Reader, *keys: str) -> Any:
-    value = reader.raw(*keys)
+def _maybe_json(value: Any) -> Any:
     if isinstance(value, str) and value[:1] in ("[", "{"):
         parsed = parse_json(value)
         return value if parsed is None else parsed
@@ -616,8 +713,8 @@ def _outputs_from_value(value: Any) -> list[Message]:
     return messages_from_json(value, "assistant")
 
 
-def _documents(reader: Reader) -> list[RetrievedDocument]:
-    documents = documents_from_json(reader.structured("gen_ai.retrieval.documents"))
+def _documents(reader: Reader, values: dict[str, Any]) -> list[RetrievedDocument]:
+    documents = documents_from_json(values.get("retrieval_documents"))
     if not documents:
         documents = documents_from_indexed(reader.indexed("retrieval.documents."))
     return documents
@@ -635,23 +732,15 @@ def _prompt_text(reader: Reader, inputs: list[Message], span_type: str) -> str |
     return last_text(inputs, "user") or first_text(inputs)
 
 
-def _prompt_template(reader: Reader) -> tuple[str | None, str | None, dict[str, str]]:
-    template_id = reader.text(
-        "llmtap.prompt.template.id",
-        "gen_ai.prompt.name",
-        "langfuse.observation.prompt.name",
-        "traceloop.prompt.key",
-    )
-    version = reader.text(
-        "llmtap.prompt.template.version",
-        "langfuse.observation.prompt.version",
-        "traceloop.prompt.version",
-        "llm.prompt_template.version",
-    )
-    template_text = reader.text("llm.prompt_template.template", "traceloop.prompt.template")
+def _prompt_template(
+    reader: Reader, values: dict[str, Any]
+) -> tuple[str | None, str | None, dict[str, str]]:
+    template_id = values.get("template_id")
+    version = values.get("template_version")
+    template_text = values.get("template_text")
     if template_id is None and template_text is not None:
         template_id = "sha256:" + hashlib.sha256(template_text.encode()).hexdigest()[:12]
-    variables_value = reader.structured("llm.prompt_template.variables")
+    variables_value = values.get("template_variables")
     variables: dict[str, str] = {}
     if isinstance(variables_value, dict):
         variables = {str(key): str(value) for key, value in variables_value.items()}
@@ -661,9 +750,9 @@ def _prompt_template(reader: Reader) -> tuple[str | None, str | None, dict[str, 
 
 
 def _error(
-    reader: Reader, events: list[tuple[str, int, dict[str, Any]]], span: Span
+    values: dict[str, Any], events: list[tuple[str, int, dict[str, Any]]], span: Span
 ) -> tuple[str | None, str | None]:
-    error_type = reader.text("error.type")
+    error_type = values.get("error_type")
     error_message = None
     for name, _, attributes in events:
         if name == "exception":
@@ -676,15 +765,11 @@ def _error(
 
 
 def _time_to_first_token(
-    reader: Reader, events: list[tuple[str, int, dict[str, Any]]], start: int
+    values: dict[str, Any], events: list[tuple[str, int, dict[str, Any]]], start: int
 ) -> float | None:
-    seconds = reader.number(
-        "gen_ai.response.time_to_first_chunk",
-        "gen_ai.server.time_to_first_token",
-        "llm.response.time_to_first_token",
-    )
+    seconds = values.get("ttft_seconds")
     if seconds is not None:
-        return seconds * 1000
+        return float(seconds) * 1000
     for name, time_unix_nano, _ in events:
         if (
             name in ("First Token Stream Event", "gen_ai.content.first_chunk")

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -82,7 +83,9 @@ class NormalizerStage:
                 f"(prices {self.prices.version})"
             )
             self.ready.set()
+            heartbeat = _Heartbeat(settings.data_dir / "heartbeats" / "normalizer")
             while not stop.is_set():
+                heartbeat.beat()
                 messages = consumer.consume(
                     num_messages=self._config.batch_max_messages,
                     timeout=self._config.poll_timeout_seconds,
@@ -183,6 +186,23 @@ class NormalizerStage:
             ("llmtap.dead_letter.source_offset", str(message.offset()).encode()),
         ]
         _produce(producer, self._settings.topics.dead_letter, value, message.key(), headers)
+
+
+class _Heartbeat:
+    """Touches a file at most every few seconds while the loop runs, for container healthchecks
+    (``docker-compose.yml`` checks its age)."""
+
+    def __init__(self, path: Path, every_seconds: float = 5.0) -> None:
+        self._path = path
+        self._every = every_seconds
+        self._last = 0.0
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def beat(self) -> None:
+        now = time.monotonic()
+        if now - self._last >= self._every:
+            self._path.write_text(str(time.time()), encoding="utf-8")
+            self._last = now
 
 
 def _produce(

@@ -110,6 +110,7 @@ def test_raw_messages_in_both_encodings_become_priced_llm_spans(
     assert all(span.cost is not None and span.cost.priced for span in llm)
     assert all(span.request_model == "gpt-4o-mini" and span.usage.input is not None for span in llm)
     assert {span.span_type for span in spans} == {"llm", "agent"}
+    assert (settings.data_dir / "heartbeats" / "normalizer").is_file(), "healthcheck heartbeat"
 
 
 def test_a_bad_message_goes_to_the_dead_letter_topic_and_does_not_block(
