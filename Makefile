@@ -6,7 +6,7 @@ export LLMTAP_VENV := $(VENV)
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help setup run test test-unit test-integration lint format typecheck docs bench kafka-start kafka-stop kafka-status clean
+.PHONY: help setup run migrate test test-unit test-integration lint format typecheck docs bench kafka-start kafka-stop kafka-status clean
 
 help: ## List the developer commands
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -41,9 +41,14 @@ format: setup ## Apply ruff's fixes and formatting
 docs: setup ## Regenerate docs/configuration.md from the settings model
 	$(BIN)/llmtap config reference > docs/configuration.md
 
+migrate: setup ## Create or upgrade the ClickHouse tables (llmtap up does it by itself)
+	$(BIN)/llmtap migrate
+
 bench: setup ## Run the benchmarks in bench/ (prints figures; never part of the test suite)
 	$(BIN)/python bench/infrastructure.py
 	$(BIN)/python bench/collector.py
+	$(BIN)/python bench/normalize.py
+	$(BIN)/python bench/sink.py
 
 kafka-start: setup ## Start the local Kafka broker (fetches the jars on first use)
 	$(BIN)/llmtap dev kafka start

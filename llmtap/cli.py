@@ -92,12 +92,12 @@ def cli(
 )
 @pass_state
 def up(state: CliState, duration_seconds: float | None) -> None:
-    """Run llmtap on this machine: local Kafka (unless one is configured), store and collector.
+    """Run the whole pipeline on this machine: Kafka, ClickHouse, collector, processor, sink.
 
     Starts the local Kafka broker when LLMTAP_KAFKA__BOOTSTRAP_SERVERS is unset, opens the
-    ClickHouse store (embedded by default), starts the OTLP collector, reports each component
-    when ready, and runs until Ctrl-C or SIGTERM; then stops what it started, letting accepted
-    requests finish first.
+    ClickHouse store (embedded by default) and applies its migrations, starts the OTLP
+    collector, the processor and the ClickHouse sink, reports each component when ready, and
+    runs until Ctrl-C or SIGTERM; then stops what it started, letting accepted requests finish.
     """
     from llmtap import clickhouse, kafka
     from llmtap.dev.kafka_broker import LocalKafkaBroker
@@ -117,8 +117,9 @@ def up(state: CliState, duration_seconds: float | None) -> None:
         progress(f"ready  kafka       {servers}")
         store = clickhouse.open_client(settings)
         version = store.query("SELECT version()").result_rows[0][0]
+        _migrate(settings, store)
         progress(f"ready  clickhouse  {settings.clickhouse_target().describe()}, v{version}")
-        asyncio.run(_serve_roles(settings, ["collector", "processor"], duration_seconds))
+        asyncio.run(_serve_roles(settings, ["collector", "processor", "sink"], duration_seconds))
     finally:
         progress("stopping")
         if store is not None:
@@ -150,6 +151,30 @@ def collector(state: CliState, duration_seconds: float | None) -> None:
 def processor(state: CliState, duration_seconds: float | None) -> None:
     """Run the processor role: raw spans topic in, normalized and priced spans out."""
     asyncio.run(_serve_roles(state.settings, ["processor"], duration_seconds))
+
+
+@cli.command()
+@click.option(
+    "--duration-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Stop by itself after this long (default: run until Ctrl-C).",
+)
+@pass_state
+def sink(state: CliState, duration_seconds: float | None) -> None:
+    """Run the sink role: normalized spans topic into ClickHouse (run `llmtap migrate` first)."""
+    asyncio.run(_serve_roles(state.settings, ["sink"], duration_seconds))
+
+
+def _migrate(settings: Settings, client: Any) -> None:
+    from llmtap.sinks.clickhouse.migrations import Migrator
+
+    migrator = Migrator(
+        client,
+        settings.clickhouse_target().database,
+        settings.clickhouse.cluster,
+        retention_days=settings.clickhouse.retention_days,
+    )
+    migrator.apply(lambda line: progress(f"clickhouse: {line}"))
 
 
 async def _serve_roles(
@@ -207,6 +232,75 @@ def check(state: CliState, wait_seconds: float) -> None:
                 if time.monotonic() >= deadline:
                     raise
                 time.sleep(2)
+
+
+# -- migrate -------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="Print the SQL that would run; change nothing.")
+@click.option(
+    "--render-cluster",
+    metavar="NAME",
+    help="Print every migration rendered for cluster NAME, without connecting (for review).",
+)
+@pass_state
+def migrate(state: CliState, dry_run: bool, render_cluster: str | None) -> None:
+    """Create or upgrade llmtap's ClickHouse tables, then set their retention TTL.
+
+    Applies the pending files of schemas/clickhouse in order and prints one line per change,
+    or "up to date". Safe to run again, and concurrently.
+    """
+    from llmtap import clickhouse
+    from llmtap.sinks.clickhouse.migrations import Migrator, Topology, render_schema
+
+    settings = state.settings
+    database = settings.clickhouse_target().database
+    retention_days = settings.clickhouse.retention_days
+    if render_cluster is not None:
+        click.echo(render_schema(Topology(database, render_cluster), retention_days), nl=False)
+        return
+    client = clickhouse.open_client(settings, create_database=not dry_run)
+    try:
+        migrator = Migrator(
+            client, database, settings.clickhouse.cluster, retention_days=retention_days
+        )
+        if dry_run:
+            click.echo(migrator.dry_run() or "up to date\n", nl=False)
+        elif not migrator.apply(click.echo).changed:
+            click.echo("up to date")
+    finally:
+        client.close()
+
+
+@cli.command()
+@pass_state
+def status(state: CliState) -> None:
+    """Where the spans are: Kafka lag per stage and spans stored in ClickHouse."""
+    from llmtap import clickhouse
+    from llmtap.status import kafka_lag, stored_spans
+
+    settings = state.settings
+    click.echo(
+        f"{'stage':<12}{'topic':<28}{'group':<22}{'messages':>10}{'committed':>11}{'lag':>8}"
+    )
+    for lag in kafka_lag(settings):
+        click.echo(
+            f"{lag.stage:<12}{lag.topic:<28}{lag.group:<22}{lag.end_offsets:>10}"
+            f"{lag.committed:>11}{lag.lag:>8}"
+        )
+    client = clickhouse.open_client(settings, create_database=False)
+    try:
+        counts = stored_spans(client)
+    finally:
+        client.close()
+    by_type = ", ".join(
+        f"{name} {count}"
+        for name, count in sorted(counts.items())
+        if name not in ("total", "distinct")
+    )
+    detail = f": {by_type}" if by_type else ""
+    click.echo(f"stored spans {counts['total']} ({counts['distinct']} distinct){detail}")
 
 
 # -- normalize and cost ------------------------------------------------------------------------

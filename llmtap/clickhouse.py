@@ -36,9 +36,10 @@ def open_target(target: ClickHouseTarget, *, create_database: bool = True) -> Cl
     if target.database and not _IDENTIFIER.match(target.database):
         raise EmbeddedClickHouseError(f"Invalid ClickHouse database name {target.database!r}.")
     client = _open_embedded(target) if target.kind == "chdb" else _open_server(target)
-    if create_database and target.database:
+    if target.database:
         try:
-            client.command(f"CREATE DATABASE IF NOT EXISTS `{target.database}`")
+            if create_database:
+                client.command(f"CREATE DATABASE IF NOT EXISTS `{target.database}`")
             client.database = target.database
         except Exception:
             client.close()

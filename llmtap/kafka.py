@@ -26,6 +26,9 @@ _PRODUCER_DEFAULTS: dict[str, Any] = {
 }
 _CONSUMER_DEFAULTS: dict[str, Any] = {
     "enable.auto.commit": False,
+    # A crashed worker's partitions move to the others after 10 s, not librdkafka's 45 s.
+    "session.timeout.ms": 10_000,
+    "heartbeat.interval.ms": 1_000,
     "auto.offset.reset": "earliest",
     "isolation.level": "read_committed",
 }

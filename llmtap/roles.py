@@ -14,7 +14,7 @@ from typing import Protocol
 from llmtap.errors import LlmtapError
 from llmtap.settings import Settings
 
-ROLES = ("collector", "processor")
+ROLES = ("collector", "processor", "sink")
 
 
 class RunningRole(Protocol):
@@ -69,6 +69,13 @@ async def start_role(name: str, settings: Settings, progress: Callable[[str], No
 
         stage = NormalizerStage(settings, progress)
         running = ThreadedStage("normalizer", stage.run, stage.ready)
+        await running.start()
+        return running
+    if name == "sink":
+        from llmtap.sinks.clickhouse.sink import ClickHouseSink
+
+        sink = ClickHouseSink(settings, progress)
+        running = ThreadedStage("sink", sink.run, sink.ready)
         await running.start()
         return running
     raise LlmtapError(f"unknown role {name!r}; known: {', '.join(ROLES)}")

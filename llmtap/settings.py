@@ -26,6 +26,7 @@ from llmtap.clickhouse_dsn import ClickHouseTarget, parse_clickhouse_dsn
 from llmtap.collectors.config import CollectorConfig
 from llmtap.errors import SettingsError
 from llmtap.processors.config import ProcessorConfig
+from llmtap.sinks.config import SinkConfig
 
 ENV_PREFIX = "LLMTAP_"
 ENV_NESTED_DELIMITER = "__"
@@ -155,6 +156,24 @@ class ClickHouseSettings(_Section):
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
         description="Database for llmtap's tables when the DSN names none.",
     )
+    cluster: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$",
+        description=(
+            "ClickHouse cluster name (from the server's remote_servers) for `llmtap migrate`: "
+            "tables are created ON CLUSTER as replicated `<table>_local` tables behind "
+            "Distributed tables. Unset: a single node with plain MergeTree tables."
+        ),
+    )
+    retention_days: int | None = Field(
+        default=30,
+        ge=1,
+        description=(
+            "Days of data kept in every time-series table (a TTL on its time column, set by "
+            "`llmtap migrate`; whole daily parts are dropped). null in the config file: keep "
+            "forever (the TTL is removed)."
+        ),
+    )
 
     @field_validator("dsn")
     @classmethod
@@ -187,6 +206,7 @@ class Settings(BaseSettings):
     topics: TopicsSettings = Field(default_factory=TopicsSettings)
     collector: CollectorConfig = Field(default_factory=CollectorConfig)
     processor: ProcessorConfig = Field(default_factory=ProcessorConfig)
+    sink: SinkConfig = Field(default_factory=SinkConfig)
     clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
 
     @classmethod

@@ -227,8 +227,7 @@ class LocalKafkaBroker:
                 [
                     "kafka.tools.StorageTool",
                     "format",
-                    "--cluster-id",
-                    cluster_id,
+                    f"--cluster-id={cluster_id}",
                     "--config",
                     str(self._config_file),
                     "--ignore-formatted",
@@ -398,8 +397,7 @@ class LocalKafkaBroker:
             for line in meta.read_text(encoding="utf-8").splitlines():
                 if line.startswith("cluster.id="):
                     return line.split("=", 1)[1].strip()
-        # Kafka's Uuid text form: URL-safe base64 of 16 random bytes, unpadded.
-        return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        return _random_cluster_id()
 
     def _read_state(self) -> BrokerState | None:
         try:
@@ -445,6 +443,15 @@ class LocalKafkaBroker:
                 "LLMTAP_KAFKA__BOOTSTRAP_SERVERS."
             )
         return path
+
+
+def _random_cluster_id() -> str:
+    """Kafka's Uuid text form: URL-safe base64 of 16 random bytes, unpadded. Like Kafka's own
+    generator it never starts with '-', which command-line parsers would take for an option."""
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
 
 
 def _process_alive(pid: int) -> bool:

@@ -22,6 +22,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from llmtap.heartbeat import Heartbeat
 from llmtap.kafka import consumer_config, ensure_topics, producer_config
 from llmtap.processors.normalize.normalizer import Normalizer
 from llmtap.processors.pricing import PriceTable
@@ -83,7 +84,7 @@ class NormalizerStage:
                 f"(prices {self.prices.version})"
             )
             self.ready.set()
-            heartbeat = _Heartbeat(settings.data_dir / "heartbeats" / "normalizer")
+            heartbeat = Heartbeat(settings.data_dir, "normalizer")
             while not stop.is_set():
                 heartbeat.beat()
                 messages = consumer.consume(
@@ -186,23 +187,6 @@ class NormalizerStage:
             ("llmtap.dead_letter.source_offset", str(message.offset()).encode()),
         ]
         _produce(producer, self._settings.topics.dead_letter, value, message.key(), headers)
-
-
-class _Heartbeat:
-    """Touches a file at most every few seconds while the loop runs, for container healthchecks
-    (``docker-compose.yml`` checks its age)."""
-
-    def __init__(self, path: Path, every_seconds: float = 5.0) -> None:
-        self._path = path
-        self._every = every_seconds
-        self._last = 0.0
-        path.parent.mkdir(parents=True, exist_ok=True)
-
-    def beat(self) -> None:
-        now = time.monotonic()
-        if now - self._last >= self._every:
-            self._path.write_text(str(time.time()), encoding="utf-8")
-            self._last = now
 
 
 def _produce(

@@ -177,8 +177,11 @@ def test_services_have_healthchecks_and_one_shots_wait_for_healthy_services(
         )
         for dependency, condition in depends_on.items():
             assert dependency in services, f"service {name!r} depends on unknown {dependency!r}"
-            assert (condition or {}).get("condition") == "service_healthy", (
-                f"service {name!r} must wait for {dependency!r} with condition: service_healthy"
+            # A one-shot dependency (migrations) is waited for until it finished successfully.
+            one_shot = services[dependency].get("restart") == "no"
+            expected = "service_completed_successfully" if one_shot else "service_healthy"
+            assert (condition or {}).get("condition") == expected, (
+                f"service {name!r} must wait for {dependency!r} with condition: {expected}"
             )
         if restart != "no":
             healthcheck = service.get("healthcheck") or {}

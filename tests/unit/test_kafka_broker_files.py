@@ -95,3 +95,11 @@ def test_missing_maven_is_explained(tmp_path: Path) -> None:
     broker = LocalKafkaBroker(LocalKafkaSettings(maven_command="no-such-mvn"), tmp_path)
     with pytest.raises(DependencyMissingError, match="LLMTAP_KAFKA__BOOTSTRAP_SERVERS"):
         broker.fetch()
+
+
+def test_cluster_ids_never_look_like_options() -> None:
+    from llmtap.dev.kafka_broker import _random_cluster_id
+
+    ids = {_random_cluster_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    assert all(len(text) == 22 and not text.startswith("-") for text in ids)

@@ -1,0 +1,203 @@
+"""Sink benchmark: normalized spans from Kafka into the embedded ClickHouse, against raw inserts.
+
+Why: the sink must not be what limits the pipeline (targets: at least 0.8x the rows/s of raw
+clickhouse-connect inserts of the same rows, and 80,000 spans/s on 2 cores), and dashboards must
+stay fast as data grows (cost per model per minute and p95 latency per model over 10M spans in
+under 300 ms). Reported as medians over repeats, with the raw-insert baseline measured in the same
+run on the same engine.
+
+    .venv/bin/python bench/sink.py [--spans 100000] [--repeats 3] [--dashboard-rows 10000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Producer
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from llmtap.clickhouse import open_target  # noqa: E402
+from llmtap.clickhouse_dsn import ClickHouseTarget  # noqa: E402
+from llmtap.dev.kafka_broker import LocalKafkaBroker  # noqa: E402
+from llmtap.schemas.llm_span import encode_span, span_key  # noqa: E402
+from llmtap.settings import LocalKafkaSettings, Settings  # noqa: E402
+from llmtap.sinks.clickhouse.migrations import Migrator  # noqa: E402
+from llmtap.sinks.clickhouse.rows import SPAN_COLUMNS, span_row  # noqa: E402
+from llmtap.sinks.clickhouse.sink import ClickHouseSink  # noqa: E402
+from tests.integration.sinks.test_clickhouse_sink import make_spans  # noqa: E402
+
+RESULTS_DIR = REPO_ROOT / "bench" / "results"
+
+
+def raw_insert(client: Any, rows: list[tuple[object, ...]], batch: int) -> float:
+    """Baseline: clickhouse-connect column-oriented inserts of the same rows; CPU-free wall s."""
+    started = time.perf_counter()
+    for index in range(0, len(rows), batch):
+        columns = list(zip(*rows[index : index + batch], strict=True))
+        client.insert("llm_spans", columns, column_names=SPAN_COLUMNS, column_oriented=True)
+    return time.perf_counter() - started
+
+
+def sink_run(
+    settings: Settings, client: Any, target: ClickHouseTarget, spans: int
+) -> tuple[float, float]:
+    """Time for the sink to store ``spans`` rows already waiting on the topic; CPU seconds too.
+
+    The sink gets its own client on the same engine path (one engine path per process)."""
+    sink = ClickHouseSink(settings, client_factory=lambda: open_target(target))
+    stop = threading.Event()
+    thread = threading.Thread(target=sink.run, args=(stop,), daemon=True)
+    cpu_before = time.process_time()
+    started = time.perf_counter()
+    thread.start()
+    sink.assigned.wait(60)
+    while client.query("SELECT count() FROM llm_spans").result_rows[0][0] < spans:
+        time.sleep(0.05)
+    elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu_before
+    stop.set()
+    thread.join(60)
+    return elapsed, cpu
+
+
+def dashboard_latency(client: Any, rows: int, repeats: int) -> dict[str, float]:
+    client.command("TRUNCATE TABLE llm_spans")
+    print(f"generating {rows:,} spans in ClickHouse for the dashboard queries ...")
+    client.command(
+        f"""INSERT INTO llm_spans (timestamp, end_timestamp, duration_ms, trace_id, span_id, service_name,
+            span_type, provider, request_model, input_tokens, output_tokens, priced, cost_total, tenant,
+            kafka_topic, kafka_partition, kafka_offset)
+        SELECT toDateTime64('2026-11-20 00:00:00', 9) + toIntervalMillisecond(number * 8),
+               toDateTime64('2026-11-20 00:00:00', 9) + toIntervalMillisecond(number * 8 + 900),
+               200 + (cityHash64(number) % 3000), hex(cityHash64(number, 1)), hex(cityHash64(number, 2)),
+               ['support-bot', 'search', 'agent'][number % 3 + 1], 'llm', 'openai',
+               ['gpt-4o', 'gpt-4o-mini', 'claude-sonnet-4', 'gemini-2.5-flash'][number % 4 + 1],
+               100 + number % 900, 10 + number % 300, 1, toDecimal128((100 + number % 900) * 0.0000025, 12),
+               'default', 'bench', 0, number
+        FROM numbers({rows})"""
+    )
+    queries = {
+        "cost per model per minute, last 24 h": """SELECT toStartOfMinute(timestamp) AS minute, request_model,
+            sum(cost_total) FROM llm_spans WHERE timestamp >= toDateTime64('2026-11-20 00:00:00', 9)
+            AND timestamp < toDateTime64('2026-11-21 00:00:00', 9) GROUP BY minute, request_model
+            ORDER BY minute""",
+        "p95 latency per model": """SELECT request_model, quantile(0.95)(duration_ms) FROM llm_spans
+            GROUP BY request_model""",
+    }
+    results = {}
+    for name, sql in queries.items():
+        timings = []
+        for _ in range(repeats + 1):
+            started = time.perf_counter()
+            client.query(sql)
+            timings.append((time.perf_counter() - started) * 1000)
+        results[name] = statistics.median(timings[1:])  # the first run warms the caches
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--spans", type=int, default=100_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--dashboard-rows", type=int, default=10_000_000)
+    args = parser.parse_args()
+
+    spans = make_spans(args.spans, seed=5)
+    figures: dict[str, Any] = {"args": vars(args)}
+    with tempfile.TemporaryDirectory(prefix="llmtap-bench-sink-") as temporary:
+        root = Path(temporary)
+        broker = LocalKafkaBroker(
+            LocalKafkaSettings(jar_cache_dir=REPO_ROOT / ".llmtap" / "kafka" / "dist"),
+            root / "kafka",
+            print,
+        )
+        state = broker.start()
+        target = ClickHouseTarget(kind="chdb", path=str(root / "clickhouse"), database="bench")
+        client = open_target(target)
+        try:
+            Migrator(client, "bench").apply()
+            for batch in (10_000, 100_000):
+                sink_rates, raw_rates, cpu_per_row = [], [], []
+                for repeat in range(args.repeats):
+                    topic = f"bench.normalized.{uuid.uuid4().hex[:8]}"
+                    producer = Producer(
+                        {"bootstrap.servers": state.bootstrap_servers, "linger.ms": 20}
+                    )
+                    settings = Settings(
+                        data_dir=root,
+                        kafka={"bootstrap_servers": state.bootstrap_servers},  # type: ignore[arg-type]
+                        topics={
+                            "normalized_spans": topic,
+                            "dead_letter": topic + ".dead",
+                            "partitions": 2,
+                        },  # type: ignore[arg-type]
+                        sink={
+                            "consumer_group": topic,
+                            "batch_max_rows": batch,
+                            "flush_interval_seconds": 2.0,
+                        },  # type: ignore[arg-type]
+                    )
+                    from llmtap.kafka import ensure_topics
+                    from llmtap.schemas.topics import normalized_spans_topic
+
+                    ensure_topics(settings, [normalized_spans_topic(topic, 2)])
+                    for span in spans:
+                        producer.produce(topic, encode_span(span), span_key(span))
+                        producer.poll(0)
+                    producer.flush(120)
+                    client.command("TRUNCATE TABLE llm_spans")
+                    elapsed, cpu = sink_run(settings, client, target, len(spans))
+                    sink_rates.append(len(spans) / elapsed)
+                    cpu_per_row.append(cpu / len(spans) * 1e6)
+                    rows = [span_row(span, topic, 0, index) for index, span in enumerate(spans)]
+                    client.command("TRUNCATE TABLE llm_spans")
+                    raw_rates.append(len(rows) / raw_insert(client, rows, batch))
+                    print(
+                        f"batch {batch:,} repeat {repeat + 1}: sink {sink_rates[-1]:,.0f} rows/s "
+                        f"({cpu_per_row[-1]:.1f} CPU-µs/row), raw insert {raw_rates[-1]:,.0f} rows/s"
+                    )
+                figures[f"batch_{batch}"] = {
+                    "sink_rows_per_second": statistics.median(sink_rates),
+                    "raw_insert_rows_per_second": statistics.median(raw_rates),
+                    "sink_cpu_microseconds_per_row": statistics.median(cpu_per_row),
+                    "ratio": statistics.median(
+                        s / r for s, r in zip(sink_rates, raw_rates, strict=True)
+                    ),
+                }
+            figures["dashboard_ms"] = dashboard_latency(client, args.dashboard_rows, args.repeats)
+        finally:
+            client.close()
+            broker.stop()
+
+    print()
+    print(f"{'batch':<10}{'sink rows/s':>14}{'raw rows/s':>14}{'sink/raw':>10}{'CPU-µs/row':>12}")
+    for batch in (10_000, 100_000):
+        row = figures[f"batch_{batch}"]
+        print(
+            f"{batch:<10,}{row['sink_rows_per_second']:>14,.0f}{row['raw_insert_rows_per_second']:>14,.0f}"
+            f"{row['ratio']:>10.2f}{row['sink_cpu_microseconds_per_row']:>12.1f}"
+        )
+    print()
+    for name, milliseconds in figures["dashboard_ms"].items():
+        print(f"{name:<45}{milliseconds:>8.0f} ms over {args.dashboard_rows:,} spans")
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    output = RESULTS_DIR / f"sink-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    output.write_text(json.dumps(figures, indent=2))
+    print(f"\nwritten {output}")
+
+
+if __name__ == "__main__":
+    main()

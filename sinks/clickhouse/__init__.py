@@ -1,0 +1,1 @@
+"""The ClickHouse sink and the schema migrations that create its tables."""

@@ -1,0 +1,153 @@
+"""Normalized spans as ``llm_spans`` rows: the one place that knows the table's column order."""
+
+from __future__ import annotations
+
+import msgspec
+
+from llmtap.schemas.llm_span import LlmSpan
+
+SPAN_COLUMNS: tuple[str, ...] = (
+    "timestamp",
+    "end_timestamp",
+    "duration_ms",
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "name",
+    "kind",
+    "status",
+    "status_message",
+    "service_name",
+    "service_version",
+    "environment",
+    "tenant",
+    "scope_name",
+    "scope_version",
+    "span_type",
+    "convention",
+    "provider",
+    "operation",
+    "request_model",
+    "response_model",
+    "response_id",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "stream",
+    "finish_reasons",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "priced",
+    "cost_total",
+    "cost_input",
+    "cost_output",
+    "cost_cache_read",
+    "cost_cache_write",
+    "cost_reasoning",
+    "currency",
+    "price_version",
+    "price_id",
+    "unpriced_reason",
+    "time_to_first_token_ms",
+    "user_id",
+    "session_id",
+    "prompt_template_id",
+    "prompt_template_version",
+    "system_instructions",
+    "prompt_text",
+    "completion_text",
+    "input_messages",
+    "output_messages",
+    "retrieved_documents",
+    "tool_calls",
+    "error_type",
+    "error_message",
+    "attributes",
+    "resource_attributes",
+    "received_at",
+    "kafka_topic",
+    "kafka_partition",
+    "kafka_offset",
+)
+
+_encode = msgspec.json.Encoder().encode
+
+
+def _json(items: list[object]) -> str:
+    return _encode(items).decode() if items else ""
+
+
+def span_row(span: LlmSpan, topic: str, partition: int, offset: int) -> tuple[object, ...]:
+    """One row in SPAN_COLUMNS order; timestamps as integer nanoseconds (DateTime64(9) ticks)."""
+    cost = span.cost
+    usage = span.usage
+    request = span.request
+    return (
+        span.start_time_unix_nano,
+        span.end_time_unix_nano,
+        span.duration_ms,
+        span.trace_id,
+        span.span_id,
+        span.parent_span_id or "",
+        span.name,
+        span.kind,
+        span.status,
+        span.status_message or "",
+        span.service_name,
+        span.service_version or "",
+        span.environment or "",
+        span.tenant,
+        span.scope_name or "",
+        span.scope_version or "",
+        span.span_type,
+        span.convention,
+        span.provider or "",
+        span.operation or "",
+        span.request_model or "",
+        span.response_model or "",
+        span.response_id or "",
+        request.temperature,
+        request.top_p,
+        request.max_tokens if request.max_tokens is None or request.max_tokens < 2**32 else None,
+        None if request.stream is None else int(request.stream),
+        span.finish_reasons,
+        usage.input,
+        usage.output,
+        usage.cache_read,
+        usage.cache_write,
+        usage.reasoning,
+        1 if cost is not None and cost.priced else 0,
+        cost.total if cost else None,
+        cost.input if cost else None,
+        cost.output if cost else None,
+        cost.cache_read if cost else None,
+        cost.cache_write if cost else None,
+        cost.reasoning if cost else None,
+        cost.currency if cost else "",
+        cost.price_version if cost else "",
+        (cost.price_id or "") if cost else "",
+        (cost.unpriced_reason or "") if cost else "",
+        span.time_to_first_token_ms,
+        span.user_id or "",
+        span.session_id or "",
+        span.prompt_template_id or "",
+        span.prompt_template_version or "",
+        span.system_instructions or "",
+        span.prompt_text or "",
+        span.completion_text or "",
+        _json(span.input_messages),  # type: ignore[arg-type]
+        _json(span.output_messages),  # type: ignore[arg-type]
+        _json(span.retrieved_documents),  # type: ignore[arg-type]
+        _json(span.tool_calls),  # type: ignore[arg-type]
+        span.error_type or "",
+        span.error_message or "",
+        span.attributes,
+        span.resource_attributes,
+        span.received_at_unix_nano,
+        topic,
+        partition,
+        offset,
+    )

@@ -1,0 +1,401 @@
+"""The ClickHouse sink: normalized spans topic into ``llm_spans``, exactly once.
+
+How replays are made harmless:
+
+- every insert holds rows of one Kafka partition, a contiguous offset range, and one day (one
+  ClickHouse partition), so ClickHouse applies it atomically; it carries a deterministic
+  ``insert_deduplication_token`` (topic, partition, first and last offset), so re-inserting the
+  same batch is a no-op;
+- each row stores its Kafka topic, partition and offset, and inserts per partition happen in
+  offset order, so when a partition is (re)assigned the sink asks ClickHouse for the highest
+  offset already stored and resumes after it, even if the previous owner crashed between its
+  insert and its offset commit (a new owner's batches can have other boundaries, which a token
+  alone would not catch);
+- Kafka offsets are committed only after ClickHouse confirmed the insert.
+
+ClickHouse unavailable: the insert is retried with exponential backoff while the buffer stays as
+it is (bounded by the batch limits, consumption stops). Rows ClickHouse rejects as invalid are
+found by bisecting the batch and go to the dead-letter topic with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+
+from llmtap.clickhouse import open_client
+from llmtap.errors import LlmtapError
+from llmtap.heartbeat import Heartbeat
+from llmtap.kafka import consumer_config, ensure_topics, producer_config
+from llmtap.schemas.llm_span import decode_span
+from llmtap.schemas.topics import Header, dead_letter_topic, normalized_spans_topic
+from llmtap.settings import Settings
+from llmtap.sinks.clickhouse.rows import SPAN_COLUMNS, span_row
+from llmtap.telemetry import ComponentTelemetry, Stage
+
+logger = logging.getLogger(__name__)
+
+SPANS_TABLE = "llm_spans"
+_DAY_NANOS = 86_400 * 10**9
+
+
+@dataclass
+class _PartitionBuffer:
+    rows: list[tuple[object, ...]] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    days: list[int] = field(default_factory=list)
+    size_bytes: int = 0
+
+
+class RowRejectedError(Exception):
+    """ClickHouse refused a single row: it is invalid, not ClickHouse unavailable."""
+
+
+class ClickHouseSink:
+    """Runs in its own thread: ``run(stop)`` until ``stop`` is set."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        progress: Callable[[str], None] | None = None,
+        client_factory: Callable[[], Any] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._config = settings.sink
+        self._topic = settings.topics.normalized_spans
+        self._progress = progress or (lambda message: None)
+        self._client_factory = client_factory or (lambda: open_client(settings))
+        self.telemetry = ComponentTelemetry("sink")
+        self.ready = threading.Event()
+        self.assigned = threading.Event()
+        self._buffers: dict[int, _PartitionBuffer] = {}
+        self._buffered_rows = 0
+        self._buffered_bytes = 0
+        self._oldest_row_at: float | None = None
+        self._client: Any = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        settings = self._settings
+        ensure_topics(
+            settings,
+            [
+                normalized_spans_topic(self._topic, settings.topics.partitions),
+                dead_letter_topic(settings.topics.dead_letter, settings.topics.partitions),
+            ],
+        )
+        self._client = self._client_factory()
+        if not int(self._client.command(f"EXISTS TABLE {SPANS_TABLE}")):
+            self._client.close()
+            raise LlmtapError(
+                f"ClickHouse has no {SPANS_TABLE} table in database {self._client.database!r}: "
+                "run `llmtap migrate` first (`llmtap up` does it by itself)."
+            )
+        consumer = Consumer(
+            consumer_config(
+                settings,
+                self._config.consumer_group,
+                **{
+                    "client.id": "llmtap-sink",
+                    # A flush may wait for ClickHouse for long; stay in the group meanwhile.
+                    "max.poll.interval.ms": 3_600_000,
+                },
+            )
+        )
+        self._dead_letters = Producer(producer_config(settings, **{"client.id": "llmtap-sink"}))
+        try:
+            consumer.subscribe([self._topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+            self._consumer = consumer
+            self._progress(f"sink: {self._topic} -> ClickHouse {SPANS_TABLE}")
+            self.ready.set()
+            heartbeat = Heartbeat(settings.data_dir, "sink")
+            while not stop.is_set():
+                heartbeat.beat()
+                self._poll_once(consumer)
+            self._flush(consumer)  # what is buffered is written before a clean stop
+        finally:
+            consumer.close()
+            self._dead_letters.flush(30)
+            self._client.close()
+
+    def _poll_once(self, consumer: Consumer) -> None:
+        room = max(1, min(5_000, self._config.batch_max_rows - self._buffered_rows))
+        wait = self._config.flush_interval_seconds
+        if self._oldest_row_at is not None:
+            wait = max(
+                0.0, self._oldest_row_at + self._config.flush_interval_seconds - time.monotonic()
+            )
+        for message in consumer.consume(num_messages=room, timeout=min(wait, 0.5)):
+            self._add(message)
+        if self._should_flush():
+            self._flush(consumer)
+
+    # -- buffering -------------------------------------------------------------------------
+
+    def _add(self, message: Message) -> None:
+        error = message.error()
+        if error is not None:
+            if error.code() != KafkaError._PARTITION_EOF:
+                self.telemetry.error(Stage.RECEIVING, "kafka_consume")
+                logger.warning("consume error: %s", error)
+            return
+        value = message.value() or b""
+        partition = message.partition() or 0
+        offset = message.offset() or 0
+        self.telemetry.received(1, len(value))
+        try:
+            span = decode_span(value)
+            row = span_row(span, self._topic, partition, offset)
+        except Exception as problem:
+            self._dead_letter(
+                message.key(), value, partition, offset, f"not a normalized span: {problem}"
+            )
+            row = None
+        buffer = self._buffers.setdefault(partition, _PartitionBuffer())
+        # Offsets are tracked even for dead-lettered messages so the commit moves past them.
+        buffer.offsets.append(offset)
+        buffer.rows.append(row)  # type: ignore[arg-type]
+        buffer.days.append(span.start_time_unix_nano // _DAY_NANOS if row is not None else -1)
+        buffer.size_bytes += len(value)
+        self._buffered_rows += 1
+        self._buffered_bytes += len(value)
+        if self._oldest_row_at is None:
+            self._oldest_row_at = time.monotonic()
+
+    def _should_flush(self) -> bool:
+        if not self._buffered_rows:
+            return False
+        return (
+            self._buffered_rows >= self._config.batch_max_rows
+            or self._buffered_bytes >= self._config.batch_max_bytes
+            or (
+                self._oldest_row_at is not None
+                and time.monotonic() - self._oldest_row_at >= self._config.flush_interval_seconds
+            )
+        )
+
+    # -- flushing --------------------------------------------------------------------------
+
+    def _flush(self, consumer: Consumer) -> None:
+        """Insert every buffered partition, then commit their offsets. Blocks while ClickHouse
+        is unavailable (retrying), so consumption pauses and memory stays bounded."""
+        commits = []
+        for partition, buffer in sorted(self._buffers.items()):
+            for start, end in _runs(buffer.days):
+                rows = [row for row in buffer.rows[start:end] if row is not None]
+                if rows:
+                    first, last = buffer.offsets[start], buffer.offsets[end - 1]
+                    self._insert_with_retry(rows, f"{self._topic}:{partition}:{first}-{last}")
+            commits.append(TopicPartition(self._topic, partition, buffer.offsets[-1] + 1))
+        if commits:
+            self._dead_letters.flush(30)
+            consumer.commit(offsets=commits, asynchronous=False)
+        self._buffers.clear()
+        self._buffered_rows = 0
+        self._buffered_bytes = 0
+        self._oldest_row_at = None
+
+    def _insert_with_retry(self, rows: list[tuple[object, ...]], token: str) -> None:
+        delay = self._config.retry_initial_seconds
+        while True:
+            try:
+                self._insert_checked(rows, token)
+                self.telemetry.sent(len(rows))
+                return
+            except RowRejectedError:
+                raise
+            except Exception as problem:
+                self.telemetry.error(Stage.SENDING, type(problem).__name__)
+                logger.warning(
+                    "ClickHouse insert of %d rows failed (%s); retrying in %.1f s",
+                    len(rows),
+                    _first_line(problem),
+                    delay,
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, self._config.retry_max_seconds)
+
+    def _insert_checked(self, rows: list[tuple[object, ...]], token: str) -> None:
+        """Insert; if ClickHouse rejects the data, bisect to dead-letter the bad rows only.
+
+        When both halves of a batch fail, the problem is not in the rows (ClickHouse is
+        unavailable or the table is wrong): the error propagates and the batch is retried.
+        """
+        try:
+            self._insert(rows, token)
+            return
+        except Exception as problem:
+            if len(rows) == 1 or not _looks_like_bad_data(problem):
+                if len(rows) == 1 and _looks_like_bad_data(problem):
+                    raise RowRejectedError(_first_line(problem)) from problem
+                raise
+        middle = len(rows) // 2
+        failures: list[tuple[list[tuple[object, ...]], Exception]] = []
+        for index, half in enumerate((rows[:middle], rows[middle:])):
+            try:
+                self._insert_checked(half, f"{token}/{index}")
+            except RowRejectedError as rejected:
+                failures.append((half, rejected))
+            except Exception as problem:
+                failures.append((half, problem))
+        if len(failures) == 2 and not all(isinstance(f[1], RowRejectedError) for f in failures):
+            raise failures[0][1]
+        for half, failure in failures:
+            if isinstance(failure, RowRejectedError) and len(half) == 1:
+                self._dead_letter_row(half[0], str(failure))
+            elif not isinstance(failure, RowRejectedError):
+                raise failure
+
+    def _insert(self, rows: list[tuple[object, ...]], token: str) -> None:
+        columns = list(zip(*rows, strict=True))
+        self._client.insert(
+            SPANS_TABLE,
+            columns,
+            column_names=SPAN_COLUMNS,
+            column_oriented=True,
+            # Synchronous inserts: the insert is durable when it returns (the commit point),
+            # and the deduplication token applies to exactly this block.
+            settings={
+                "async_insert": 0,
+                "insert_deduplicate": 1,
+                "insert_deduplication_token": token,
+            },
+        )
+
+    # -- assignment: resume after what ClickHouse already has ---------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        committed = consumer.committed(partitions, timeout=30)
+        stored = self._stored_offsets([partition.partition for partition in partitions])
+        resumed = []
+        for partition in committed:
+            next_offset = stored.get(partition.partition)
+            if next_offset is not None and (partition.offset < 0 or next_offset > partition.offset):
+                logger.info(
+                    "partition %d: ClickHouse already holds offsets up to %d; resuming there",
+                    partition.partition,
+                    next_offset - 1,
+                )
+                partition.offset = next_offset
+            resumed.append(partition)
+        consumer.assign(resumed)
+        self.assigned.set()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Flush what belongs to the revoked partitions so the next owner starts after it.
+        if self._buffered_rows:
+            self._flush(consumer)
+
+    def _stored_offsets(self, partitions: list[int]) -> dict[int, int]:
+        """Highest stored offset + 1 per partition; waits (retrying) while ClickHouse is away."""
+        delay = self._config.retry_initial_seconds
+        while True:
+            try:
+                return self._query_stored_offsets(partitions)
+            except Exception as problem:
+                self.telemetry.error(Stage.RECEIVING, type(problem).__name__)
+                logger.warning(
+                    "cannot read stored offsets from ClickHouse (%s); retrying in %.1f s",
+                    _first_line(problem),
+                    delay,
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, self._config.retry_max_seconds)
+
+    def _query_stored_offsets(self, partitions: list[int]) -> dict[int, int]:
+        if not partitions or self._client is None:
+            return {}
+        result = self._client.query(
+            f"SELECT kafka_partition, max(kafka_offset) FROM {SPANS_TABLE} "  # noqa: S608 (constant)
+            "WHERE kafka_topic = {topic:String} AND kafka_partition IN {partitions:Array(UInt16)} "
+            "GROUP BY kafka_partition",
+            parameters={"topic": self._topic, "partitions": partitions},
+        )
+        return {int(partition): int(offset) + 1 for partition, offset in result.result_rows}
+
+    # -- dead letters ------------------------------------------------------------------------
+
+    def _dead_letter_row(self, row: tuple[object, ...], reason: str) -> None:
+        values = dict(zip(SPAN_COLUMNS, row, strict=True))
+        self._dead_letter(
+            str(values["trace_id"]).encode(),
+            repr(values).encode()[:1_000_000],
+            int(values["kafka_partition"]),  # type: ignore[call-overload]
+            int(values["kafka_offset"]),  # type: ignore[call-overload]
+            f"ClickHouse rejected the row: {reason}",
+        )
+
+    def _dead_letter(
+        self, key: bytes | None, value: bytes, partition: int, offset: int, reason: str
+    ) -> None:
+        self.telemetry.discarded(1, "dead_letter")
+        self.telemetry.error(Stage.PROCESSING, "invalid_row")
+        logger.warning("dead letter from %s[%d]@%d: %s", self._topic, partition, offset, reason)
+        self._dead_letters.produce(
+            self._settings.topics.dead_letter,
+            value=value,
+            key=key,
+            headers=[
+                (Header.DEAD_LETTER_REASON.value, reason[:2000].encode()),
+                (Header.DEAD_LETTER_STAGE.value, b"sink"),
+                (Header.DEAD_LETTER_SOURCE_TOPIC.value, self._topic.encode()),
+                ("llmtap.dead_letter.source_partition", str(partition).encode()),
+                ("llmtap.dead_letter.source_offset", str(offset).encode()),
+            ],
+        )
+        self._dead_letters.poll(0)
+
+
+def _runs(days: list[int]) -> list[tuple[int, int]]:
+    """[start, end) ranges of one day each (-1, a dead-lettered message, fits any run): one
+    insert per day keeps each insert a single atomic ClickHouse part."""
+    runs = []
+    start = 0
+    current: int | None = None
+    for index, day in enumerate(days):
+        if day == -1:
+            continue
+        if current is not None and day != current:
+            runs.append((start, index))
+            start = index
+        current = day
+    if days:
+        runs.append((start, len(days)))
+    return runs
+
+
+def _looks_like_bad_data(problem: BaseException) -> bool:
+    """Errors caused by the values sent, as opposed to ClickHouse being unreachable."""
+    text = str(problem)
+    markers = (
+        "Cannot parse",
+        "TYPE_MISMATCH",
+        "CANNOT_PARSE",
+        "Illegal",
+        "out of range",
+        "ILLEGAL_",
+        "CANNOT_CONVERT",
+        "DECIMAL_OVERFLOW",
+        "TOO_LARGE_STRING_SIZE",
+        "Unable to create Python",
+        "Invalid",
+        "overflow",
+        "ValueError",
+        "TypeError",
+        "struct.error",
+        "argument out of range",
+    )
+    return isinstance(problem, ValueError | TypeError | OverflowError) or any(
+        marker in text for marker in markers
+    )
+
+
+def _first_line(problem: BaseException) -> str:
+    return (str(problem).strip().splitlines() or [type(problem).__name__])[0][:300]
