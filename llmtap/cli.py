@@ -303,6 +303,39 @@ def status(state: CliState) -> None:
     click.echo(f"stored spans {counts['total']} ({counts['distinct']} distinct){detail}")
 
 
+@cli.command()
+@click.option(
+    "--since", type=click.DateTime(formats=["%Y-%m-%d"]), help="Only spans from this day on."
+)
+@click.option("--dry-run", is_flag=True, help="Compute and report, write nothing.")
+@pass_state
+def reprice(state: CliState, since: Any, dry_run: bool) -> None:
+    """Price stored spans again with the current price table (after a price fix)."""
+    from llmtap import clickhouse
+    from llmtap.processors.pricing import PriceTable
+    from llmtap.sinks.clickhouse.reprice import reprice as reprice_spans
+
+    settings = state.settings
+    prices = PriceTable.load(settings.processor.price_overrides_file)
+    client = clickhouse.open_client(settings, create_database=False)
+    try:
+        report = reprice_spans(
+            client,
+            prices,
+            since=since.date() if since else None,
+            dry_run=dry_run,
+            progress=progress,
+        )
+    finally:
+        client.close()
+    click.echo(
+        f"{report.spans} spans over {report.days} days re-priced to {prices.version}: "
+        f"total cost {report.cost_before} -> {report.cost_after} "
+        f"({report.newly_priced} newly priced, {report.newly_unpriced} newly unpriced)"
+        + (" [dry run: nothing written]" if dry_run else "")
+    )
+
+
 # -- normalize and cost ------------------------------------------------------------------------
 
 

@@ -362,3 +362,30 @@ def test_sigkill_in_the_middle_of_batches_loses_nothing_and_duplicates_nothing(
     _, errors = process.communicate(timeout=60)
     assert process.returncode == 0, errors
     assert count_rows(tmp_path) == (len(spans), len(spans))
+
+
+def test_reprice_corrects_the_cost_of_stored_spans(
+    migrated: Any, clickhouse_target: ClickHouseTarget, kafka_broker: BrokerState, tmp_path: Path
+) -> None:
+    from llmtap.processors.pricing import PriceTable
+    from llmtap.sinks.clickhouse.reprice import reprice
+
+    settings = sink_settings(kafka_broker.bootstrap_servers, tmp_path)
+    spans = make_spans(40, seed=6)  # priced as "test" with a made-up cost
+    with RunningSink(settings, clickhouse_target):
+        produce_spans(kafka_broker.bootstrap_servers, settings.topics.normalized_spans, spans)
+        assert wait_for_rows(migrated, 40) == 40
+    prices = PriceTable.load()
+    report = reprice(migrated, prices)
+    assert report.spans == 40
+    rows = migrated.query(
+        "SELECT count(), uniqExact(span_id), groupUniqArray(price_version), sum(cost_total) "
+        "FROM llm_spans"
+    ).result_rows[0]
+    assert rows[0] == 40, "the re-priced rows replaced the old ones"
+    assert rows[1] == 40
+    assert rows[2] == [prices.version]
+    # gpt-4o-mini: input 0.15 / output 0.60 per 1M tokens
+    expected = sum((span.usage.input or 0) * 15 + (span.usage.output or 0) * 60 for span in spans)
+    assert str(rows[3]) == f"{expected / 10**8:.12f}"
+    assert reprice(migrated, prices).spans == 0, "nothing left to re-price"
