@@ -87,6 +87,12 @@ def dashboard_latency(client: Any, rows: int, repeats: int) -> dict[str, float]:
                'default', 'bench', 0, number
         FROM numbers({rows})"""
     )
+    # Measure settled data, as a dashboard sees it in steady state: background merges done.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if not client.query("SELECT count() FROM system.merges").result_rows[0][0]:
+            break
+        time.sleep(0.5)
     queries = {
         "cost per model per minute, last 24 h": """SELECT toStartOfMinute(timestamp) AS minute, request_model,
             sum(cost_total) FROM llm_spans WHERE timestamp >= toDateTime64('2026-11-20 00:00:00', 9)

@@ -188,13 +188,21 @@ class ClickHouseSink:
         # Counted per flush, not per message: the per-message metric calls cost ~3 µs a row.
         self.telemetry.received(self._buffered_rows, self._buffered_bytes)
         commits = []
+        # The consumer's position also steps over transaction markers after the last message
+        # (the normalizer writes transactionally), so a caught-up group shows no lag.
+        positions = {
+            tp.partition: tp.offset
+            for tp in consumer.position(list(consumer.assignment()))
+            if tp.offset >= 0
+        }
         for partition, buffer in sorted(self._buffers.items()):
             for start, end in _runs(buffer.days):
                 rows = [row for row in buffer.rows[start:end] if row is not None]
                 if rows:
                     first, last = buffer.offsets[start], buffer.offsets[end - 1]
                     self._insert_with_retry(rows, f"{self._topic}:{partition}:{first}-{last}")
-            commits.append(TopicPartition(self._topic, partition, buffer.offsets[-1] + 1))
+            next_offset = max(buffer.offsets[-1] + 1, positions.get(partition, 0))
+            commits.append(TopicPartition(self._topic, partition, next_offset))
         if commits:
             self._dead_letters.flush(30)
             consumer.commit(offsets=commits, asynchronous=False)
