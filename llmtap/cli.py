@@ -129,40 +129,30 @@ def up(state: CliState, duration_seconds: float | None) -> None:
         progress("stopped")
 
 
-@cli.command()
-@click.option(
-    "--duration-seconds",
-    type=click.FloatRange(min=0, min_open=True),
-    help="Stop by itself after this long (default: run until Ctrl-C).",
+def _role_command(role: str, summary: str) -> None:
+    """Register `llmtap <role>`: one pipeline role in this process, until Ctrl-C or SIGTERM."""
+
+    @cli.command(name=role, help=summary)
+    @click.option(
+        "--duration-seconds",
+        type=click.FloatRange(min=0, min_open=True),
+        help="Stop by itself after this long (default: run until Ctrl-C).",
+    )
+    @pass_state
+    def run_role(state: CliState, duration_seconds: float | None) -> None:
+        asyncio.run(_serve_roles(state.settings, [role], duration_seconds))
+
+
+_role_command(
+    "collector", "Run the OTLP collector role: OTLP/HTTP and gRPC in, raw spans topic out."
 )
-@pass_state
-def collector(state: CliState, duration_seconds: float | None) -> None:
-    """Run the OTLP collector role: OTLP/HTTP and gRPC in, raw spans topic out."""
-    asyncio.run(_serve_roles(state.settings, ["collector"], duration_seconds))
-
-
-@cli.command()
-@click.option(
-    "--duration-seconds",
-    type=click.FloatRange(min=0, min_open=True),
-    help="Stop by itself after this long (default: run until Ctrl-C).",
+_role_command(
+    "processor", "Run the processor role: raw spans topic in, normalized and priced spans out."
 )
-@pass_state
-def processor(state: CliState, duration_seconds: float | None) -> None:
-    """Run the processor role: raw spans topic in, normalized and priced spans out."""
-    asyncio.run(_serve_roles(state.settings, ["processor"], duration_seconds))
-
-
-@cli.command()
-@click.option(
-    "--duration-seconds",
-    type=click.FloatRange(min=0, min_open=True),
-    help="Stop by itself after this long (default: run until Ctrl-C).",
+_role_command(
+    "sink",
+    "Run the sink role: normalized spans topic into ClickHouse (run `llmtap migrate` first).",
 )
-@pass_state
-def sink(state: CliState, duration_seconds: float | None) -> None:
-    """Run the sink role: normalized spans topic into ClickHouse (run `llmtap migrate` first)."""
-    asyncio.run(_serve_roles(state.settings, ["sink"], duration_seconds))
 
 
 def _migrate(settings: Settings, client: Any) -> None:

@@ -76,19 +76,6 @@ class Reader:
                     found = attributes[key]
         return found
 
-    def text(self, *keys: str) -> str | None:
-        value = self.raw(*keys)
-        if value is None:
-            return None
-        if isinstance(value, str):
-            return value or None
-        if isinstance(value, bool | int | float):
-            return str(value)
-        return json.dumps(value, ensure_ascii=False, default=str)
-
-    def integer(self, *keys: str) -> int | None:
-        return self._integer(self.raw(*keys), keys[0])
-
     def _integer(self, value: Any, name: str) -> int | None:
         if value is None or isinstance(value, bool):
             return None
@@ -106,47 +93,10 @@ class Reader:
             return None
         return number
 
-    def number(self, *keys: str) -> float | None:
-        value = self.raw(*keys)
-        if value is None or isinstance(value, bool):
-            return None
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            self.warnings.append(f"{keys[0]}: not a number")
-            return None
-        return number if math.isfinite(number) else None
-
-    def flag(self, *keys: str) -> bool | None:
-        value = self.raw(*keys)
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        return None
-
-    def strings(self, *keys: str) -> list[str]:
-        value = self.raw(*keys)
-        if value is None:
-            return []
-        if isinstance(value, list):
-            return [str(item) for item in value if item is not None]
-        if isinstance(value, str):
-            parsed = parse_json(value) if value.startswith("[") else None
-            if isinstance(parsed, list):
-                return [str(item) for item in parsed]
-            return [value]
-        return [str(value)]
-
     def structured(self, *keys: str) -> Any:
         """A value that may be a JSON string or already structured (OTel allows both)."""
         value = self.raw(*keys)
-        if isinstance(value, str):
-            parsed = parse_json(value)
-            if parsed is None and value.strip():
-                self.warnings.append(f"{keys[0]}: not valid JSON")
-            return parsed
-        return value
+        return None if value is None else _convert_structured(self, value, keys[0])
 
     def indexed(self, prefix: str) -> dict[int, dict[str, Any]]:
         """Flattened lists such as ``gen_ai.prompt.0.role``: {0: {"role": ...}}; marks them used."""
