@@ -344,23 +344,28 @@ def test_sigkill_in_the_middle_of_batches_loses_nothing_and_duplicates_nothing(
             kills += 1
     assert kills == len(chunks)
     # A final run drains the rest and stops cleanly once the sink's group has caught up.
-    process = subprocess.Popen(
-        [sys.executable, "-m", "llmtap", "sink"],
-        env=environment,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    # It is stopped only once it reports itself running: a SIGTERM during interpreter start-up
+    # (before the handler is installed) would end it with the default action, and the earlier
+    # runs may already have committed everything.
+    final_log_path = tmp_path / "sink-final.log"
+    with final_log_path.open("w") as final_log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "llmtap", "sink"],
+            env=environment,
+            stdout=subprocess.DEVNULL,
+            stderr=final_log,
+        )
     deadline = time.monotonic() + 120
     while True:
         end, committed = sink_lag(settings)
-        if committed >= end:
+        if committed >= end and "running" in final_log_path.read_text():
             break
+        assert process.poll() is None, final_log_path.read_text()[-2000:]
         assert time.monotonic() < deadline, f"sink did not catch up: {committed}/{end}"
         time.sleep(0.5)
     process.send_signal(signal.SIGTERM)
-    _, errors = process.communicate(timeout=60)
-    assert process.returncode == 0, errors
+    process.wait(timeout=60)
+    assert process.returncode == 0, final_log_path.read_text()[-2000:]
     assert count_rows(tmp_path) == (len(spans), len(spans))
 
 
