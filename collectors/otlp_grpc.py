@@ -1,4 +1,4 @@
-"""OTLP/gRPC trace receiver (``TraceService/Export``) on the same core as OTLP/HTTP.
+"""OTLP/gRPC receiver (``TraceService/Export``, ``LogsService/Export``) on the OTLP/HTTP core.
 
 The request arrives as raw bytes (no deserializer) and goes through the same ingest, limits and
 Kafka acknowledgement as HTTP; gRPC handles its own compression and message size limit.
@@ -15,6 +15,7 @@ from llmtap.schemas.topics import Encoding
 from llmtap.telemetry import Stage
 
 TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
 
 
 def build_grpc_server(core: ReceiverCore, address: str, port: int) -> tuple[aio.Server, int]:
@@ -34,6 +35,10 @@ def build_grpc_server(core: ReceiverCore, address: str, port: int) -> tuple[aio.
                 TRACE_SERVICE,
                 {"Export": grpc.unary_unary_rpc_method_handler(handler.export)},
             ),
+            grpc.method_handlers_generic_handler(
+                LOGS_SERVICE,
+                {"Export": grpc.unary_unary_rpc_method_handler(handler.export_logs)},
+            ),
         )
     )
     bound = server.add_insecure_port(f"{address}:{port}")
@@ -47,6 +52,14 @@ class _ExportHandler:
         self._core = core
 
     async def export(self, body: bytes, context: aio.ServicerContext[bytes, bytes]) -> bytes:
+        return await self._export(body, context, logs=False)
+
+    async def export_logs(self, body: bytes, context: aio.ServicerContext[bytes, bytes]) -> bytes:
+        return await self._export(body, context, logs=True)
+
+    async def _export(
+        self, body: bytes, context: aio.ServicerContext[bytes, bytes], *, logs: bool
+    ) -> bytes:
         metadata = dict(context.invocation_metadata() or ())
         tenant = self._core.authenticate(_token(metadata))
         if tenant is None:
@@ -54,9 +67,8 @@ class _ExportHandler:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid API key")
         assert tenant is not None
         try:
-            response = await self._core.export(
-                body, Encoding.OTLP_PROTO, tenant=tenant, source="otlp_grpc"
-            )
+            export = self._core.export_logs if logs else self._core.export
+            response = await export(body, Encoding.OTLP_PROTO, tenant=tenant, source="otlp_grpc")
         except OtlpDecodeError as error:
             self._core.telemetry.error(Stage.RECEIVING, "decode")
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))

@@ -1,4 +1,4 @@
-"""OTLP/HTTP trace receiver (``POST /v1/traces``), following the OTLP specification.
+"""OTLP/HTTP receiver (``POST /v1/traces`` and ``POST /v1/logs``), following the OTLP specification.
 
 Status codes: 200 with ``ExportTraceServiceResponse`` once Kafka acknowledged every message
 (``partial_success`` when some spans broke the limits); 400 with a ``google.rpc.Status`` body for
@@ -61,6 +61,7 @@ def build_http_app(core: ReceiverCore) -> web.Application:
     )
     handler = _TracesHandler(core)
     app.router.add_post("/v1/traces", handler.handle)
+    app.router.add_post("/v1/logs", handler.handle_logs)
     app.router.add_get("/metrics", handler.metrics)
     app.router.add_get("/healthz", handler.health)
     return app
@@ -71,6 +72,12 @@ class _TracesHandler:
         self._core = core
 
     async def handle(self, request: web.Request) -> web.Response:
+        return await self._handle(request, logs=False)
+
+    async def handle_logs(self, request: web.Request) -> web.Response:
+        return await self._handle(request, logs=True)
+
+    async def _handle(self, request: web.Request, *, logs: bool) -> web.Response:
         started = time.perf_counter()
         encoding = Encoding.OTLP_PROTO
         try:
@@ -86,7 +93,8 @@ class _TracesHandler:
                 request.headers.get("Content-Encoding", "identity"),
                 self._core.config.max_decompressed_bytes,
             )
-            response = await self._core.export(body, encoding, tenant=tenant, source="otlp_http")
+            export = self._core.export_logs if logs else self._core.export
+            response = await export(body, encoding, tenant=tenant, source="otlp_http")
             return _message_response(200, response, encoding)
         except ExportRefused as error:
             return _status_response(

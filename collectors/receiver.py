@@ -9,13 +9,17 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from llmtap.collectors.config import CollectorConfig
-from llmtap.collectors.trace_ingest import IngestTopics, RequestTooLarge, TraceIngest
+from llmtap.collectors.log_ingest import LogIngest, LogIngestResult
+from llmtap.collectors.trace_ingest import IngestResult, IngestTopics, RequestTooLarge, TraceIngest
 from llmtap.kafka_writer import AsyncKafkaWriter, DeliveryError
 from llmtap.schemas.topics import Encoding
 from llmtap.telemetry import ComponentTelemetry, Stage
@@ -65,6 +69,7 @@ class ReceiverCore:
         self.config = config
         self.telemetry = telemetry
         self._ingest = TraceIngest(config, topics)
+        self._log_ingest = LogIngest(config, topics)
         self._writer = writer
         self._keys = [_Key(k.key.get_secret_value().encode(), k.tenant) for k in config.api_keys]
         self.in_flight_requests = 0
@@ -86,7 +91,31 @@ class ReceiverCore:
     async def export(
         self, body: bytes, encoding: Encoding, *, tenant: str, source: str
     ) -> ExportTraceServiceResponse:
-        """Ingest and deliver one request. Raises OtlpDecodeError or ExportRefused."""
+        """Ingest and deliver one trace request. Raises OtlpDecodeError or ExportRefused."""
+        response: ExportTraceServiceResponse = await self._deliver(
+            body, self._ingest.ingest, encoding, tenant, source, "spans"
+        )
+        return response
+
+    async def export_logs(
+        self, body: bytes, encoding: Encoding, *, tenant: str, source: str
+    ) -> ExportLogsServiceResponse:
+        """Ingest and deliver one logs request, under the same admission, limits and Kafka
+        acknowledgement as traces. Raises OtlpDecodeError or ExportRefused."""
+        response: ExportLogsServiceResponse = await self._deliver(
+            body, self._log_ingest.ingest, encoding, tenant, source, "logs"
+        )
+        return response
+
+    async def _deliver(
+        self,
+        body: bytes,
+        ingest: Callable[..., _AnyIngestResult],
+        encoding: Encoding,
+        tenant: str,
+        source: str,
+        what: str,
+    ) -> Any:
         self._admit(len(body))
         self.in_flight_requests += 1
         self._in_flight_bytes += len(body)
@@ -94,11 +123,12 @@ class ReceiverCore:
         self.telemetry.in_flight_bytes.set(self._in_flight_bytes)
         try:
             try:
-                result = self._ingest.ingest(body, encoding, tenant=tenant, source=source)
+                result = ingest(body, encoding, tenant=tenant, source=source)
             except RequestTooLarge as error:
-                self.telemetry.error(Stage.RECEIVING, "too_many_spans")
+                self.telemetry.error(Stage.RECEIVING, f"too_many_{what}")
                 raise ExportRefused(Refusal.TOO_LARGE, str(error)) from None
-            self.telemetry.received(result.accepted_spans + result.rejected_spans, len(body))
+            accepted, rejected = _counts(result)
+            self.telemetry.received(accepted + rejected, len(body))
             try:
                 # librdkafka's message.timeout.ms equals the delivery timeout, so a failure here
                 # means Kafka gave up on the messages; this wait only guards against a stuck client.
@@ -111,12 +141,17 @@ class ReceiverCore:
                 logger.warning("export refused, Kafka did not acknowledge: %s", reason)
                 raise ExportRefused(
                     Refusal.UNAVAILABLE,
-                    f"Kafka did not acknowledge the spans ({reason}); retry later",
+                    f"Kafka did not acknowledge the {what} ({reason}); retry later",
                     self.config.retry_after_seconds,
                 ) from None
-            self.telemetry.sent(result.accepted_spans)
-            if result.rejected_spans:
-                self.telemetry.discarded(result.rejected_spans, "limits")
+            self.telemetry.sent(accepted)
+            if rejected:
+                self.telemetry.discarded(rejected, "limits")
+            if isinstance(result, LogIngestResult) and result.untraced_records:
+                # Accepted and written, but no span can ever be joined to them.
+                self.telemetry.error(
+                    Stage.RECEIVING, "log_record_without_trace_id", result.untraced_records
+                )
             if result.redactions:
                 self.telemetry.redacted(dict(result.redactions))
             return result.response()
@@ -139,3 +174,12 @@ class ReceiverCore:
                 f"{self._in_flight_bytes} bytes); retry later",
                 config.retry_after_seconds,
             )
+
+
+_AnyIngestResult = IngestResult | LogIngestResult
+
+
+def _counts(result: _AnyIngestResult) -> tuple[int, int]:
+    if isinstance(result, LogIngestResult):
+        return result.accepted_records, result.rejected_records
+    return result.accepted_spans, result.rejected_spans

@@ -21,7 +21,7 @@ from llmtap.collectors.trace_ingest import IngestTopics
 from llmtap.errors import LlmtapError
 from llmtap.kafka import ensure_topics, producer_config
 from llmtap.kafka_writer import AsyncKafkaWriter
-from llmtap.schemas.topics import dead_letter_topic, raw_spans_topic
+from llmtap.schemas.topics import dead_letter_topic, raw_logs_topic, raw_spans_topic
 from llmtap.settings import Settings
 from llmtap.telemetry import ComponentTelemetry
 
@@ -39,6 +39,7 @@ class Collector:
             raw_spans=settings.topics.raw_spans,
             dead_letter=settings.topics.dead_letter,
             max_message_bytes=settings.topics.max_message_bytes,
+            raw_logs=settings.topics.raw_logs,
         )
         self._core = ReceiverCore(self._config, topics, self._writer, self.telemetry)
         self._runner: web.AppRunner | None = None
@@ -66,6 +67,7 @@ class Collector:
         settings = self._settings
         topics = [
             raw_spans_topic(settings.topics.raw_spans, settings.topics.partitions),
+            raw_logs_topic(settings.topics.raw_logs, settings.topics.partitions),
             dead_letter_topic(settings.topics.dead_letter, settings.topics.partitions),
         ]
         created = await asyncio.to_thread(ensure_topics, settings, topics)
@@ -101,7 +103,8 @@ class Collector:
         grpc_text = f", OTLP/gRPC {self._config.address}:{self.grpc_port}" if self.grpc_port else ""
         self._progress(
             f"collector: OTLP/HTTP http://{self._config.address}:{self.http_port}/v1/traces"
-            f"{grpc_text} -> topic {settings.topics.raw_spans}"
+            f"{grpc_text} -> topic {settings.topics.raw_spans} (logs: /v1/logs -> topic "
+            f"{settings.topics.raw_logs})"
         )
 
     async def stop(self) -> None:

@@ -59,6 +59,7 @@ class IngestTopics:
     raw_spans: str
     dead_letter: str
     max_message_bytes: int = 16 * 1024 * 1024
+    raw_logs: str = "otlp_logs"
 
 
 class TraceIngest:

@@ -21,6 +21,7 @@ import click
 import yaml
 
 from llmtap import __version__
+from llmtap.cli_risk import risk
 from llmtap.errors import LlmtapError
 from llmtap.settings import Settings, load_settings
 
@@ -90,8 +91,16 @@ def cli(
     type=click.FloatRange(min=0, min_open=True),
     help="Stop by itself after this long (default: run until Ctrl-C).",
 )
+@click.option("--demo", is_flag=True, help="Also send demo traffic (see `llmtap demo traffic`).")
+@click.option(
+    "--demo-rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5.0,
+    show_default=True,
+    help="Spans per second of the demo traffic.",
+)
 @pass_state
-def up(state: CliState, duration_seconds: float | None) -> None:
+def up(state: CliState, duration_seconds: float | None, demo: bool, demo_rate: float) -> None:
     """Run the whole pipeline on this machine: Kafka, ClickHouse, collector, processor, sink.
 
     Starts the local Kafka broker when LLMTAP_KAFKA__BOOTSTRAP_SERVERS is unset, opens the
@@ -119,7 +128,8 @@ def up(state: CliState, duration_seconds: float | None) -> None:
         version = store.query("SELECT version()").result_rows[0][0]
         _migrate(settings, store)
         progress(f"ready  clickhouse  {settings.clickhouse_target().describe()}, v{version}")
-        asyncio.run(_serve_roles(settings, ["collector", "processor", "sink"], duration_seconds))
+        roles = ["collector", "processor", "sink"] + (["web"] if settings.web.enabled else [])
+        asyncio.run(_serve_roles(settings, roles, duration_seconds, demo_rate if demo else None))
     finally:
         progress("stopping")
         if store is not None:
@@ -168,7 +178,10 @@ def _migrate(settings: Settings, client: Any) -> None:
 
 
 async def _serve_roles(
-    settings: Settings, roles: list[str], duration_seconds: float | None
+    settings: Settings,
+    roles: list[str],
+    duration_seconds: float | None,
+    demo_rate: float | None = None,
 ) -> None:
     """Start the roles, run until a signal (or the duration), then stop them in reverse order."""
     from llmtap.roles import start_role
@@ -178,14 +191,27 @@ async def _serve_roles(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     started = []
+    demo = None
     try:
         for role in roles:
             started.append(await start_role(role, settings, progress))
             progress(f"ready  {role}")
+        if demo_rate is not None:  # after the collector is ready; stopped first, flushing to it
+            from llmtap.cli_demo import start_demo
+
+            collector = started[roles.index("collector")] if "collector" in roles else None
+            port = getattr(collector, "http_port", None)
+            demo = start_demo(
+                settings, rate_spans_per_second=demo_rate, http_port=port, progress=progress
+            )
         progress("running; press Ctrl-C to stop")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=duration_seconds)
     finally:
+        if demo is not None:
+            from llmtap.cli_demo import stop_demo
+
+            await asyncio.to_thread(stop_demo, demo, progress)
         for component in reversed(started):
             await component.stop()
 
@@ -268,7 +294,7 @@ def migrate(state: CliState, dry_run: bool, render_cluster: str | None) -> None:
 def status(state: CliState) -> None:
     """Where the spans are: Kafka lag per stage and spans stored in ClickHouse."""
     from llmtap import clickhouse
-    from llmtap.status import kafka_lag, stored_spans
+    from llmtap.status import clickhouse_health, kafka_lag, stored_recently, stored_spans
 
     settings = state.settings
     click.echo(
@@ -279,11 +305,19 @@ def status(state: CliState) -> None:
             f"{lag.stage:<12}{lag.topic:<28}{lag.group:<22}{lag.end_offsets:>10}"
             f"{lag.committed:>11}{lag.lag:>8}"
         )
-    client = clickhouse.open_client(settings, create_database=False)
+    where = settings.clickhouse_target().describe()
     try:
-        counts = stored_spans(client)
-    finally:
-        client.close()
+        client = clickhouse.open_client(settings, create_database=False)
+        try:
+            health = clickhouse_health(client)
+            counts = stored_spans(client)
+            last_hour = stored_recently(client)
+        finally:
+            client.close()
+    except Exception as error:  # the store's own message says why; no traceback for it
+        click.echo(f"clickhouse  unavailable: {where}: {str(error).strip().splitlines()[0]}")
+        sys.exit(3)
+    click.echo(f"clickhouse  ok  {where}, {health}")
     by_type = ", ".join(
         f"{name} {count}"
         for name, count in sorted(counts.items())
@@ -291,6 +325,7 @@ def status(state: CliState) -> None:
     )
     detail = f": {by_type}" if by_type else ""
     click.echo(f"stored spans {counts['total']} ({counts['distinct']} distinct){detail}")
+    click.echo(f"stored spans that started in the last hour: {last_hour}")
 
 
 @cli.command()
@@ -332,9 +367,16 @@ def reprice(state: CliState, since: Any, dry_run: bool) -> None:
 @cli.command()
 @click.argument("file", type=click.File("rb"))
 @click.option("--no-price", is_flag=True, help="Skip pricing (cost stays empty).")
+@click.option(
+    "--logs",
+    "logs_file",
+    type=click.File("rb"),
+    help="OTLP logs file whose GenAI event records are joined to their spans.",
+)
 @pass_state
-def normalize(state: CliState, file: Any, no_price: bool) -> None:
+def normalize(state: CliState, file: Any, no_price: bool, logs_file: Any) -> None:
     """Normalize an OTLP trace file (JSON or protobuf; - for stdin) into JSON lines."""
+    from llmtap.processors.normalize.genai_events import join_file
     from llmtap.processors.normalize.normalizer import Normalizer
     from llmtap.processors.pricing import PriceTable
     from llmtap.schemas.llm_span import encode_span
@@ -353,6 +395,15 @@ def normalize(state: CliState, file: Any, no_price: bool) -> None:
         request,
         on_error=lambda span, error: failures.append(f"span {span.span_id.hex()}: {error!r}"),
     )
+    if logs_file is not None:
+        try:
+            spans, unmatched = join_file(spans, logs_file.read())
+        except OtlpDecodeError as error:
+            raise LlmtapError(f"{logs_file.name}: {error}") from None
+        for item in unmatched:  # reported, but the spans are still right: not a failure
+            click.echo(
+                f"warning: log record of span {item.record.span_id}: {item.reason}", err=True
+            )
     for span in spans:
         click.echo(encode_span(span).decode())
     for failure in failures:
@@ -513,6 +564,24 @@ def dev_kafka_reset(state: CliState) -> None:
     """Delete the stopped broker's data (topics and offsets); cached jars are kept."""
     _local_broker(state).reset()
     click.echo("broker data deleted")
+
+
+from llmtap.cli_alerts import alerts  # noqa: E402 (registered after the core commands)
+
+cli.add_command(alerts)
+
+
+cli.add_command(risk)
+
+from llmtap.cli_web import ui  # noqa: E402 (needs CliState from above)
+
+cli.add_command(ui)
+
+from llmtap.cli_demo import demo as demo_group  # noqa: E402
+from llmtap.cli_query import query  # noqa: E402
+
+cli.add_command(demo_group)
+cli.add_command(query)
 
 
 # -- entry point ---------------------------------------------------------------------------------

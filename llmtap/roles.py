@@ -14,7 +14,7 @@ from typing import Protocol
 from llmtap.errors import LlmtapError
 from llmtap.settings import Settings
 
-ROLES = ("collector", "processor", "sink")
+ROLES = ("collector", "processor", "sink", "web")
 
 
 class RunningRole(Protocol):
@@ -57,6 +57,59 @@ class ThreadedStage:
             raise self._error
 
 
+class _Together:
+    """Roles made of several components: stopped in the given order."""
+
+    def __init__(self, components: list[RunningRole]) -> None:
+        self._components = components
+
+    async def stop(self) -> None:
+        for component in self._components:
+            await component.stop()
+
+
+async def _start_processor(settings: Settings, progress: Callable[[str], None]) -> RunningRole:
+    """The normalizer, then the stream worker, the risk stage and the drift stage, if enabled.
+
+    Each stage has its own consumer group on the normalized spans, so a slow one (the
+    embedding model on a busy CPU) never holds the others back.
+    """
+    from llmtap.processors.normalize.stage import NormalizerStage
+
+    started: list[RunningRole] = []
+    try:
+        stage = NormalizerStage(settings, progress)
+        normalizer = ThreadedStage("normalizer", stage.run, stage.ready)
+        await normalizer.start()
+        started.append(normalizer)
+        if settings.processor.stream.enabled:
+            from llmtap.processors.stream.app import StreamApp
+
+            stream = StreamApp(settings, progress)
+            await stream.start()
+            started.append(stream)
+        if settings.processor.risk.enabled:
+            from llmtap.processors.risk.stage import RiskStage
+
+            risk = RiskStage(settings, progress)
+            running_risk = ThreadedStage("risk stage", risk.run, risk.ready)
+            await running_risk.start(timeout_seconds=300)  # loads the embedding model
+            started.append(running_risk)
+        if settings.processor.drift.enabled:
+            from llmtap.processors.drift.stage import DriftStage
+
+            drift = DriftStage(settings, progress)
+            running_drift = ThreadedStage("drift stage", drift.run, drift.ready)
+            await running_drift.start()
+            started.append(running_drift)
+    except BaseException:
+        for component in reversed(started):
+            await component.stop()
+        raise
+    # Downstream stages stop first, the normalizer last.
+    return _Together(list(reversed(started)))
+
+
 async def start_role(name: str, settings: Settings, progress: Callable[[str], None]) -> RunningRole:
     if name == "collector":
         from llmtap.collectors.service import Collector
@@ -65,17 +118,26 @@ async def start_role(name: str, settings: Settings, progress: Callable[[str], No
         await collector.start()
         return collector
     if name == "processor":
-        from llmtap.processors.normalize.stage import NormalizerStage
-
-        stage = NormalizerStage(settings, progress)
-        running = ThreadedStage("normalizer", stage.run, stage.ready)
-        await running.start()
-        return running
+        return await _start_processor(settings, progress)
     if name == "sink":
+        from llmtap.sinks.clickhouse.derived import DerivedSink
         from llmtap.sinks.clickhouse.sink import ClickHouseSink
 
         sink = ClickHouseSink(settings, progress)
         running = ThreadedStage("sink", sink.run, sink.ready)
         await running.start()
-        return running
+        derived = DerivedSink(settings, progress)
+        derived_running = ThreadedStage("derived sink", derived.run, derived.ready)
+        try:
+            await derived_running.start()
+        except BaseException:
+            await running.stop()
+            raise
+        return _Together([running, derived_running])
+    if name == "web":
+        from llmtap.web.server import WebDashboard
+
+        dashboard = WebDashboard(settings, progress)
+        await dashboard.start()
+        return dashboard
     raise LlmtapError(f"unknown role {name!r}; known: {', '.join(ROLES)}")

@@ -27,6 +27,7 @@ from llmtap.collectors.config import CollectorConfig
 from llmtap.errors import SettingsError
 from llmtap.processors.config import ProcessorConfig
 from llmtap.sinks.config import SinkConfig
+from llmtap.web.config import WebConfig
 
 ENV_PREFIX = "LLMTAP_"
 ENV_NESTED_DELIMITER = "__"
@@ -88,10 +89,62 @@ class TopicsSettings(_Section):
             "Kafka exporter's default topic, so a Collector can write here unchanged."
         ),
     )
+    raw_logs: str = Field(
+        default="otlp_logs",
+        pattern=r"^[A-Za-z0-9._-]{1,249}$",
+        description=(
+            "Raw OTLP log records (otlp_proto or otlp_json values, keyed by hex trace id), where "
+            "GenAI event records (message content) arrive; the OTel Collector Kafka exporter's "
+            "default logs topic."
+        ),
+    )
     normalized_spans: str = Field(
         default="llmtap.spans.normalized",
         pattern=r"^[A-Za-z0-9._-]{1,249}$",
         description="Normalized, priced LLM spans (JSON, one span per message, keyed by trace id).",
+    )
+    scores: str = Field(
+        default="llmtap.scores",
+        pattern=r"^[A-Za-z0-9._-]{1,249}$",
+        description="Risk and injection scores of LLM spans (JSON SpanScore, keyed by trace id).",
+    )
+    embeddings: str = Field(
+        default="llmtap.embeddings",
+        pattern=r"^[A-Za-z0-9._-]{1,249}$",
+        description="Prompt, completion and context embeddings (JSON SpanEmbedding, by trace id).",
+    )
+    aggregate_partials: str = Field(
+        default="llmtap.aggregates.partials",
+        pattern=r"^[A-Za-z0-9._-]{1,249}$",
+        description=(
+            "Per-partition window partials between the two aggregation stages (keyed by window "
+            "and group, so one worker merges each window)."
+        ),
+    )
+    aggregates: str = Field(
+        default="llmtap.aggregates",
+        pattern=r"^[A-Za-z0-9._-]{1,249}$",
+        description=(
+            "Merged windowed aggregates (one partition: the alert evaluator sees every group)."
+        ),
+    )
+    alert_signals: str = Field(
+        default="llmtap.alerts.signals",
+        pattern=r"^[A-Za-z0-9._-]{1,249}$",
+        description=(
+            "Risk scores and drift results forwarded to the alert evaluator (one partition, "
+            "only while alert rules are configured)."
+        ),
+    )
+    alerts: str = Field(
+        default="llmtap.alerts",
+        pattern=r"^[A-Za-z0-9._-]{1,249}$",
+        description="Alert notifications (firing / resolved) and their delivery outcomes.",
+    )
+    drift: str = Field(
+        default="llmtap.drift",
+        pattern=r"^[A-Za-z0-9._-]{1,249}$",
+        description="Drift test results per key, feature and window (JSON DriftResult).",
     )
     dead_letter: str = Field(
         default="llmtap.dead_letter",
@@ -208,6 +261,7 @@ class Settings(BaseSettings):
     processor: ProcessorConfig = Field(default_factory=ProcessorConfig)
     sink: SinkConfig = Field(default_factory=SinkConfig)
     clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
+    web: WebConfig = Field(default_factory=WebConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -33,6 +33,9 @@ def kafka_lag(settings: Settings) -> list[StageLag]:
     stages = [
         ("normalizer", settings.topics.raw_spans, settings.processor.consumer_group),
         ("sink", settings.topics.normalized_spans, settings.sink.consumer_group),
+        ("aggregate", settings.topics.normalized_spans, settings.processor.stream.app_id),
+        ("merge", settings.topics.aggregate_partials, settings.processor.stream.app_id),
+        ("sink-derived", settings.topics.aggregates, settings.sink.derived_consumer_group),
     ]
     timeout = settings.kafka.request_timeout_seconds
     results = []
@@ -65,3 +68,20 @@ def stored_spans(client: Any) -> dict[str, int]:
     counts["total"] = sum(int(count) for _, count, _ in rows)
     counts["distinct"] = sum(int(distinct) for _, _, distinct in rows)
     return counts
+
+
+def clickhouse_health(client: Any) -> str:
+    """The store's version and uptime: proof that it answers queries, not just connections."""
+    version, uptime_seconds = client.query("SELECT version(), uptime()").result_rows[0]
+    return f"v{version}, up {int(uptime_seconds)} s"
+
+
+def stored_recently(client: Any, seconds: int = 3600) -> int:
+    """Spans stored whose start time lies in the last ``seconds`` (all copies of a replay)."""
+    return int(
+        client.query(
+            "SELECT count() FROM llm_spans "
+            "WHERE timestamp >= now64(9) - toIntervalSecond({seconds:UInt32})",
+            parameters={"seconds": seconds},
+        ).result_rows[0][0]
+    )

@@ -1,4 +1,4 @@
-"""OTLP trace payloads: decoding protobuf and OTLP/JSON into one message type, safely.
+"""OTLP trace and log payloads: decoding protobuf and OTLP/JSON into one message type, safely.
 
 OTLP/JSON is the proto3 JSON mapping with two differences that a generic JSON parser gets wrong:
 trace and span ids are hex strings (not base64), and enums are integers. Payloads are hostile
@@ -11,16 +11,18 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf import json_format
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
 )
 
 from llmtap.schemas.topics import Encoding
 
+_MessageType = TypeVar("_MessageType", bound=Message)
 _ID_FIELDS = ("traceId", "trace_id", "spanId", "span_id", "parentSpanId", "parent_span_id")
 _ID_LENGTHS = {"traceId": 16, "trace_id": 16}
 
@@ -52,6 +54,41 @@ def decode_traces_proto(body: bytes) -> ExportTraceServiceRequest:
 
 
 def decode_traces_json(body: bytes) -> ExportTraceServiceRequest:
+    document = _json_document(body)
+    resource_spans = _list_field(document, "resourceSpans", "resource_spans")
+    for resource in resource_spans:
+        for scope in _list_field(resource, "scopeSpans", "scope_spans"):
+            for span in _list_field(scope, "spans"):
+                _hex_ids_to_base64(span)
+                for link in _list_field(span, "links"):
+                    _hex_ids_to_base64(link)
+    return _parse(document, ExportTraceServiceRequest())
+
+
+def decode_logs(body: bytes, encoding: Encoding) -> ExportLogsServiceRequest:
+    if encoding is Encoding.OTLP_JSON:
+        return decode_logs_json(body)
+    return decode_logs_proto(body)
+
+
+def decode_logs_proto(body: bytes) -> ExportLogsServiceRequest:
+    try:
+        return ExportLogsServiceRequest.FromString(body)
+    except (DecodeError, RecursionError) as error:
+        raise OtlpDecodeError(f"invalid OTLP protobuf: {error or 'cannot parse'}") from None
+
+
+def decode_logs_json(body: bytes) -> ExportLogsServiceRequest:
+    """OTLP/JSON logs; a log record's trace and span ids are hex (and may be empty)."""
+    document = _json_document(body)
+    for resource in _list_field(document, "resourceLogs", "resource_logs"):
+        for scope in _list_field(resource, "scopeLogs", "scope_logs"):
+            for record in _list_field(scope, "logRecords", "log_records"):
+                _hex_ids_to_base64(record)
+    return _parse(document, ExportLogsServiceRequest())
+
+
+def _json_document(body: bytes) -> dict[str, Any]:
     try:
         document = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -60,19 +97,15 @@ def decode_traces_json(body: bytes) -> ExportTraceServiceRequest:
         raise OtlpDecodeError("invalid JSON: nested too deeply") from None
     if not isinstance(document, dict):
         raise OtlpDecodeError("invalid OTLP/JSON: the top level must be an object")
-    resource_spans = _list_field(document, "resourceSpans", "resource_spans")
-    for resource in resource_spans:
-        for scope in _list_field(resource, "scopeSpans", "scope_spans"):
-            for span in _list_field(scope, "spans"):
-                _hex_ids_to_base64(span)
-                for link in _list_field(span, "links"):
-                    _hex_ids_to_base64(link)
-    request = ExportTraceServiceRequest()
+    return document
+
+
+def _parse(document: dict[str, Any], message: _MessageType) -> _MessageType:
     try:
-        json_format.ParseDict(document, request, ignore_unknown_fields=True)
+        json_format.ParseDict(document, message, ignore_unknown_fields=True)
     except (json_format.ParseError, RecursionError, TypeError, ValueError) as error:
         raise OtlpDecodeError(f"invalid OTLP/JSON: {error}") from None
-    return request
+    return message
 
 
 def _list_field(container: Any, *names: str) -> list[Any]:

@@ -4,7 +4,9 @@ The raw spans topic uses the OpenTelemetry Collector Kafka exporter's format, so
 Collector can write into llmtap directly: each message value is one serialized
 ``ExportTraceServiceRequest`` (``otlp_proto``; ``otlp_json`` is accepted downstream too), keyed
 by the lowercase hex trace id (the exporter's ``partition_traces_by_id``), so every span of a
-trace lands on one partition.
+trace lands on one partition. The raw logs topic is the same for ``ExportLogsServiceRequest``
+values (the exporter's ``partition_logs_by_trace_id``): a span's GenAI event records land on the
+same partition number of their topic as the span.
 """
 
 from __future__ import annotations
@@ -46,7 +48,23 @@ def raw_spans_topic(name: str, partitions: int) -> TopicSpec:
     return TopicSpec(name, partitions, (("compression.type", "producer"),))
 
 
+def raw_logs_topic(name: str, partitions: int) -> TopicSpec:
+    """OTLP log records (``ExportLogsServiceRequest`` per message, keyed like the spans): the
+    same partition count as the raw spans topic, so a span and its records share a partition
+    number and one normalizer worker sees both."""
+    return TopicSpec(name, partitions, (("compression.type", "producer"),))
+
+
 def normalized_spans_topic(name: str, partitions: int) -> TopicSpec:
+    return TopicSpec(name, partitions, (("compression.type", "producer"),))
+
+
+def scores_topic(name: str, partitions: int) -> TopicSpec:
+    return TopicSpec(name, partitions, (("compression.type", "producer"),))
+
+
+def embeddings_topic(name: str, partitions: int) -> TopicSpec:
+    # Vectors are JSON floats: large messages that compress well.
     return TopicSpec(name, partitions, (("compression.type", "producer"),))
 
 
@@ -58,3 +76,31 @@ def dead_letter_topic(name: str, partitions: int) -> TopicSpec:
 def trace_id_key(trace_id: bytes) -> bytes:
     """The message key for a trace: its 32-character lowercase hex id, as the OTel exporter does."""
     return trace_id.hex().encode("ascii")
+
+
+def aggregate_partials_topic(name: str, partitions: int) -> TopicSpec:
+    return TopicSpec(name, partitions, (("compression.type", "producer"),))
+
+
+def aggregates_topic(name: str) -> TopicSpec:
+    # One partition: the alert evaluator must see every group's windows (a few records a second).
+    return TopicSpec(name, 1, (("compression.type", "producer"),))
+
+
+def alerts_topic(name: str) -> TopicSpec:
+    # One partition keeps each alert's firing, resolution and delivery outcomes in order.
+    return TopicSpec(name, 1, (("retention.ms", str(30 * 24 * 3600 * 1000)),))
+
+
+def drift_topic(name: str, partitions: int) -> TopicSpec:
+    # A few records per key and window; kept like the alerts, as the evidence behind them.
+    return TopicSpec(
+        name,
+        partitions,
+        (("compression.type", "producer"), ("retention.ms", str(30 * 24 * 3600 * 1000))),
+    )
+
+
+def alert_signals_topic(name: str) -> TopicSpec:
+    # One partition, like the aggregates: the one alert evaluator must see every signal.
+    return TopicSpec(name, 1, (("compression.type", "producer"),))

@@ -15,6 +15,11 @@ class SinkConfig(BaseModel):
         pattern=r"^[A-Za-z0-9._-]{1,200}$",
         description="Kafka consumer group of the sink; its instances share the partitions.",
     )
+    derived_consumer_group: str = Field(
+        default="llmtap-sink-derived",
+        pattern=r"^[A-Za-z0-9._-]{1,200}$",
+        description="Consumer group of the sink for aggregates, alerts, scores and embeddings.",
+    )
     batch_max_rows: int = Field(
         default=50_000, ge=1, description="Rows buffered before an insert (all partitions)."
     )

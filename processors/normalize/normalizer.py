@@ -651,6 +651,16 @@ def _messages(
     return inputs, outputs, instructions
 
 
+def content_from_events(
+    events: list[tuple[str, int, dict[str, Any]]],
+) -> tuple[list[Message], list[Message], str | None, list[str]]:
+    """Input and output messages, system instructions and warnings from GenAI events alone
+    (span events, or log records joined to their span by ``genai_events``)."""
+    reader = Reader({})
+    inputs, outputs, instructions = _messages(reader, {}, events)
+    return inputs, outputs, instructions, reader.warnings
+
+
 def _messages_from_events(
     events: list[tuple[str, int, dict[str, Any]]],
 ) -> tuple[list[Message], list[Message]]:

@@ -241,8 +241,8 @@ class ClickHouseSink:
             self._insert(rows, token)
             return
         except Exception as problem:
-            if len(rows) == 1 or not _looks_like_bad_data(problem):
-                if len(rows) == 1 and _looks_like_bad_data(problem):
+            if len(rows) == 1 or not looks_like_bad_data(problem):
+                if len(rows) == 1 and looks_like_bad_data(problem):
                     raise RowRejectedError(_first_line(problem)) from problem
                 raise
         middle = len(rows) // 2
@@ -380,7 +380,7 @@ def _runs(days: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
-def _looks_like_bad_data(problem: BaseException) -> bool:
+def looks_like_bad_data(problem: BaseException) -> bool:
     """Errors caused by the values sent, as opposed to ClickHouse being unreachable."""
     text = str(problem)
     markers = (

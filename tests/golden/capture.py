@@ -169,6 +169,27 @@ TRACELOOP_LLM_PREFIX = LegacyInstall(
     extended_packages=("opentelemetry.semconv",),
 )
 
+# An early openai-v2 release: pre-1.37 GenAI names, one log record per message (content in the
+# body), nothing on the span. It emits through the Events API, so the OTel API, SDK and encoder of
+# its time are installed beside it and shadow the venv's.
+OPENAI_V2_EARLY = LegacyInstall(
+    folder="opentelemetry-instrumentation-openai-v2-2.1b0",
+    requirements=(
+        "opentelemetry-instrumentation-openai-v2==2.1b0",
+        # The Events API it emits through left opentelemetry-api in 1.39: the SDK of its time.
+        "opentelemetry-api==1.30.0",
+        "opentelemetry-sdk==1.30.0",
+        "opentelemetry-semantic-conventions==0.51b0",
+        "opentelemetry-instrumentation==0.51b0",
+        "opentelemetry-exporter-otlp-proto-common==1.30.0",
+        # dependencies of that API that the venv's no longer has
+        "deprecated==1.2.18",
+        "importlib-metadata==8.5.0",
+        "zipp==3.21.0",
+        "wrapt==1.17.2",  # wrapt 2 renamed wrap_function_wrapper's arguments
+    ),
+)
+
 CASES = [
     Case(
         "openai_v2_chat",
@@ -203,6 +224,47 @@ CASES = [
         {**LATEST_GENAI, OPENAI_V2_CONTENT: "span_and_event"},
         "Latest experimental GenAI conventions, streamed responses. `span_and_event` also emits "
         "the `gen_ai.client.inference.operation.details` event as a log record (logs.json).",
+        expect_log_records=True,
+    ),
+    Case(
+        "openai_v2_chat_events_latest",
+        OPENAI_V2,
+        "chat",
+        {**LATEST_GENAI, OPENAI_V2_CONTENT: "event_only"},
+        "Latest experimental GenAI conventions, `event_only`: no content on the span; one "
+        "`gen_ai.client.inference.operation.details` log record per call (structured "
+        "`gen_ai.input.messages` / `gen_ai.output.messages` / `gen_ai.system_instructions`) in "
+        "logs.json. Joined, it must give the content of `openai_v2_chat_latest` (span_only).",
+        expect_log_records=True,
+    ),
+    Case(
+        "openai_v2_tool_calls_events_latest",
+        OPENAI_V2,
+        "tool_calls",
+        {**LATEST_GENAI, OPENAI_V2_CONTENT: "event_only"},
+        "Latest experimental GenAI conventions, `event_only`, with tool calls: the "
+        "operation-details log records carry the `tool_call` and `tool_call_response` parts. "
+        "Joined, it must give the content of `openai_v2_tool_calls_latest` (span_only).",
+        expect_log_records=True,
+    ),
+    Case(
+        "openai_v2_tool_calls_events",
+        OPENAI_V2,
+        "tool_calls",
+        {OPENAI_V2_CONTENT: "true"},
+        "Default (pre-1.37) GenAI conventions with tool calls: one log record per message "
+        "(`gen_ai.<role>.message`, `gen_ai.tool.message` with the call id, `gen_ai.choice` with "
+        "`tool_calls`), nothing on the span.",
+        expect_log_records=True,
+    ),
+    Case(
+        "openai_v2_tool_calls_events_2_1",
+        OPENAI_V2,
+        "tool_calls",
+        {OPENAI_V2_CONTENT: "true"},
+        "An early openai-v2 release (2.1b0): per-message log records with content in the "
+        "body, `event.name` as an attribute, nothing on the span.",
+        legacy=OPENAI_V2_EARLY,
         expect_log_records=True,
     ),
     Case(
@@ -477,7 +539,9 @@ def check(case: Case, result: Capture, port: int) -> list[str]:
     if case.legacy:  # the old release must have shadowed the venv's, or the case is mislabelled
         for requirement in case.legacy.requirements:
             name, version = requirement.split("==")
-            if result.report["versions"].get(name) != version:
+            versions = result.report["versions"]
+            # the report lists the library and the OTel API / SDK, not every helper installed
+            if name in versions and versions[name] != version:
                 problems.append(f"{name} {result.report['versions'].get(name)} ran, not {version}")
     dumped = json.dumps([result.traces, result.logs])
     if f"127.0.0.1:{port}" in dumped:

@@ -317,7 +317,14 @@ def main() -> None:
     from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
     from opentelemetry.sdk._logs import LoggerProvider
-    from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+    from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+
+    try:
+        from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter
+    except ImportError:  # SDK < 1.39 (an old release's pinned SDK): the same class, older name
+        from opentelemetry.sdk._logs.export import (  # type: ignore[attr-defined,no-redef]
+            InMemoryLogExporter as InMemoryLogRecordExporter,
+        )
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -355,8 +362,16 @@ def main() -> None:
     trace.set_tracer_provider(tracer_provider)
     _logs.set_logger_provider(logger_provider)
 
+    providers: dict[str, Any] = {"tracer_provider": tracer_provider}
+    providers["logger_provider"] = logger_provider
+    try:  # releases of the Events API era (SDK < 1.39) emit through an EventLoggerProvider
+        from opentelemetry.sdk._events import EventLoggerProvider
+    except ImportError:
+        pass
+    else:
+        providers["event_logger_provider"] = EventLoggerProvider(logger_provider)
     instrumentor = importlib.import_module(instrumentor_module).OpenAIInstrumentor()
-    instrumentor.instrument(tracer_provider=tracer_provider, logger_provider=logger_provider)
+    instrumentor.instrument(**providers)
 
     import openai
 

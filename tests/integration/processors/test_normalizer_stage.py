@@ -28,6 +28,7 @@ def stage_settings(bootstrap: str, tmp_path: Path) -> Settings:
         kafka={"bootstrap_servers": bootstrap},  # type: ignore[arg-type]
         topics={  # type: ignore[arg-type]
             "raw_spans": f"test.raw.{suffix}",
+            "raw_logs": f"test.raw-logs.{suffix}",
             "normalized_spans": f"test.normalized.{suffix}",
             "dead_letter": f"test.dead.{suffix}",
             "partitions": 2,

@@ -309,7 +309,8 @@ def test_a_changed_checksum_is_refused(
         migrator.apply()
     with pytest.raises(MigrationIntegrityError, match=message):
         migrator.dry_run()
-    assert [s.state for s in migrator.status()] == ["changed", "applied"]
+    shipped = len(load_migrations())
+    assert [s.state for s in migrator.status()] == ["changed"] + ["applied"] * (shipped - 1)
 
 
 def copy_migrations(folder: Path) -> Path:
@@ -340,12 +341,14 @@ def test_a_removed_file_is_refused(
     database = clickhouse_target.database
     folder = copy_migrations(tmp_path / "migrations")
     Migrator(clickhouse_client, database, migrations=load_migrations(folder)).apply()
-    (folder / "0002_otel_traces_view.sql").unlink()
+    latest = sorted(folder.glob("*.sql"))[-1]  # the newest: removing one mid-way leaves a gap
+    latest.unlink()
 
     migrator = Migrator(clickhouse_client, database, migrations=load_migrations(folder))
-    with pytest.raises(MigrationIntegrityError, match=r"0002_otel_traces_view\.sql is recorded"):
+    with pytest.raises(MigrationIntegrityError, match=rf"{re.escape(latest.name)} is recorded"):
         migrator.plan()
-    assert [s.state for s in migrator.status()] == ["applied", "missing"]
+    shipped = len(load_migrations())
+    assert [s.state for s in migrator.status()] == ["applied"] * (shipped - 1) + ["missing"]
 
 
 def test_a_new_migration_is_applied_alone(
@@ -354,7 +357,8 @@ def test_a_new_migration_is_applied_alone(
     database = clickhouse_target.database
     folder = copy_migrations(tmp_path / "migrations")
     Migrator(clickhouse_client, database, migrations=load_migrations(folder)).apply()
-    (folder / "0003_span_tags.sql").write_text(
+    version = len(load_migrations()) + 1
+    (folder / f"{version:04d}_span_tags.sql").write_text(
         "-- both tables on a cluster; the same table, and a no-op, on one node\n"
         "ALTER TABLE {{table llm_spans}} {{on_cluster}}\n"
         "    ADD COLUMN IF NOT EXISTS tags Array(String);\n"
@@ -366,7 +370,7 @@ def test_a_new_migration_is_applied_alone(
 
     Migrator(clickhouse_client, database, migrations=load_migrations(folder)).apply(messages.append)
 
-    assert messages == ["applied 0003_span_tags (2 statements)"]
+    assert messages == [f"applied {version:04d}_span_tags (2 statements)"]
     assert columns(clickhouse_client, database, "llm_spans")[-1] == ("tags", "Array(String)")
 
 
@@ -666,3 +670,15 @@ def test_the_otel_traces_view_counts_a_replayed_span_once(
     shown = clickhouse_client.query(f"SELECT count() FROM {database}.otel_traces").result_rows  # noqa: S608
     assert stored == [(3,)]
     assert shown == [(2,)]
+
+
+def test_risk_migration_adds_the_score_columns_the_risk_stage_writes(
+    clickhouse_client: Any, clickhouse_target: ClickHouseTarget
+) -> None:
+    from llmtap.schemas.scores import SpanScore
+
+    database = clickhouse_target.database
+    Migrator(clickhouse_client, database).apply()
+    stored = {name for name, _ in columns(clickhouse_client, database, "span_scores")}
+    written = set(SpanScore.__struct_fields__) - {"schema_version"}
+    assert written <= stored, written - stored

@@ -25,7 +25,7 @@ from llmtap.sinks.clickhouse.migrations import (
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 MIGRATIONS_DIR = REPO_ROOT / "schemas" / "clickhouse"
-SHARDED_TABLES = [
+CORE_TABLES = [
     "llm_spans",
     "span_embeddings",
     "span_scores",
@@ -34,6 +34,9 @@ SHARDED_TABLES = [
     "alerts",
     "dead_letters",
 ]
+# created by later migrations (0004: per-user aggregates), after the otel_traces view of 0002
+LATER_TABLES = ["llm_user_aggregates"]
+SHARDED_TABLES = CORE_TABLES + LATER_TABLES
 SINGLE = Topology("llmtap")
 CLUSTER = Topology("llmtap", "prod")
 DDL = re.compile(r"^(CREATE|ALTER|DROP|RENAME|TRUNCATE|EXCHANGE)\b")
@@ -41,6 +44,11 @@ DDL = re.compile(r"^(CREATE|ALTER|DROP|RENAME|TRUNCATE|EXCHANGE)\b")
 
 def rendered(topology: Topology) -> list[str]:
     return [statement.sql for m in load_migrations() for statement in m.render(topology)]
+
+
+def created(topology: Topology) -> list[str]:
+    """The CREATE statements (later migrations also ALTER existing tables)."""
+    return [sql for sql in rendered(topology) if sql.startswith("CREATE")]
 
 
 def created_name(sql: str) -> str:
@@ -83,7 +91,7 @@ def test_checksum_changes_with_any_edit_even_a_comment() -> None:
 
 def test_every_time_series_table_is_sharded_and_under_retention() -> None:
     core = load_migrations()[0]
-    assert [d.table for d in core.distributed] == SHARDED_TABLES
+    assert [d.table for d in core.distributed] == CORE_TABLES
     assert {d.table: d.column for d in core.retention} == {
         "llm_spans": "timestamp",
         "span_embeddings": "timestamp",
@@ -113,9 +121,10 @@ def test_single_node_has_plain_engines_and_no_cluster_clauses() -> None:
     text = "\n".join(statements)
     for absent in ("ON CLUSTER", "Replicated", "Distributed", "_local", "{{", "}}", "{shard}"):
         assert absent not in text
-    assert [created_name(sql) for sql in statements] == [
-        *(f"llmtap.{table}" for table in SHARDED_TABLES),
+    assert [created_name(sql) for sql in created(SINGLE)] == [
+        *(f"llmtap.{table}" for table in CORE_TABLES),
         "llmtap.otel_traces",
+        *(f"llmtap.{table}" for table in LATER_TABLES),
     ]
     assert "ENGINE = ReplacingMergeTree(ingested_at)\n" in statements[0]
     assert "ENGINE = MergeTree\n" in statements[SHARDED_TABLES.index("dead_letters")]
@@ -159,7 +168,7 @@ def test_cluster_ddl_all_runs_on_cluster() -> None:
 
 
 def test_cluster_local_tables_are_replicated_with_shard_and_replica_macros() -> None:
-    statements = rendered(CLUSTER)
+    statements = created(CLUSTER)
     locals_ = [sql for sql in statements if created_name(sql).endswith("_local")]
     assert [created_name(sql) for sql in locals_] == [
         f"llmtap.{table}_local" for table in SHARDED_TABLES
@@ -169,7 +178,7 @@ def test_cluster_local_tables_are_replicated_with_shard_and_replica_macros() -> 
         "ENGINE = ReplicatedReplacingMergeTree("
         "'/clickhouse/tables/{shard}/llmtap/llm_spans_local', '{replica}', ingested_at)\n"
     ) in spans
-    dead_letters = locals_[-1]
+    dead_letters = locals_[SHARDED_TABLES.index("dead_letters")]
     assert (
         "ENGINE = ReplicatedMergeTree("
         "'/clickhouse/tables/{shard}/llmtap/dead_letters_local', '{replica}')\n"
@@ -181,7 +190,7 @@ def test_cluster_local_tables_are_replicated_with_shard_and_replica_macros() -> 
 
 
 def test_cluster_distributed_table_follows_its_local_table() -> None:
-    statements = rendered(CLUSTER)
+    statements = created(CLUSTER)
     names = [created_name(sql) for sql in statements]
     for table in SHARDED_TABLES:
         local_at = names.index(f"llmtap.{table}_local")
@@ -196,7 +205,7 @@ def test_cluster_distributed_table_follows_its_local_table() -> None:
 
 
 def test_cluster_views_read_the_distributed_tables() -> None:
-    statements = rendered(CLUSTER)
+    statements = created(CLUSTER)
     names = [created_name(sql) for sql in statements]
     view = statements[names.index("llmtap.otel_traces")]
     assert view.startswith("CREATE VIEW IF NOT EXISTS llmtap.otel_traces ON CLUSTER 'prod' AS\n")

@@ -1,0 +1,318 @@
+"""Processor benchmark: normalize + aggregate per worker, and breach-to-webhook alert latency.
+
+Why: the processor role (the normalizer and the faust stream worker in one process) must keep
+up with 15,000 spans/s per worker, and an alert must reach its webhook within 5 s (p95). Both
+run here on a private Kafka broker on the same machine, with the real role code:
+
+- throughput: raw OTLP requests (100 spans each, as the collector writes them) are produced
+  first, then one processor role starts and drains them; spans/s is the span count over the
+  time until both its consumer groups committed everything, and CPU-µs/span is the process's
+  CPU time over the spans. Baseline in the same run: a plain confluent-kafka consumer reading
+  and protobuf-decoding the same messages.
+- pure aggregation cost: the two aggregation stages alone, in-process, on the same spans.
+- alert latency: a cost-budget rule per tenant; each breach is one expensive span for a new
+  tenant, produced to the normalized topic; latency is produce → webhook request received.
+
+    .venv/bin/python bench/stream.py [--requests 300] [--repeats 3] [--breaches 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import resource
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from confluent_kafka import Consumer, Producer
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from collector import build_request
+
+from llmtap.dev.kafka_broker import LocalKafkaBroker
+from llmtap.processors.aggregates.accumulator import decode_aggregate_span
+from llmtap.processors.aggregates.merge import PartialMerger
+from llmtap.processors.aggregates.windows import WindowConfig, WindowedAggregator
+from llmtap.processors.normalize.normalizer import Normalizer
+from llmtap.processors.pricing import PriceTable
+from llmtap.roles import start_role
+from llmtap.schemas.llm_span import Cost, LlmSpan, TokenUsage, encode_span
+from llmtap.settings import LocalKafkaSettings, Settings
+from llmtap.status import kafka_lag
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def bench_settings(bootstrap: str, root: Path, **processor: Any) -> Settings:
+    suffix = uuid.uuid4().hex[:8]
+    return Settings(
+        data_dir=root,
+        kafka={"bootstrap_servers": bootstrap},  # type: ignore[arg-type]
+        topics={
+            "raw_spans": f"bench.raw.{suffix}",
+            "raw_logs": f"bench.rawlogs.{suffix}",
+            "normalized_spans": f"bench.normalized.{suffix}",
+            "aggregate_partials": f"bench.partials.{suffix}",
+            "aggregates": f"bench.aggregates.{suffix}",
+            "alerts": f"bench.alerts.{suffix}",
+            "dead_letter": f"bench.dead.{suffix}",
+            "partitions": 6,
+        },  # type: ignore[arg-type]
+        processor={
+            "consumer_group": f"bench-normalizer-{suffix}",
+            "stream": {"app_id": f"bench-stream-{suffix}"},
+            # normalize + aggregate only: risk and drift have benchmarks of their own
+            "risk": {"enabled": False},
+            "drift": {"enabled": False},
+            **processor,
+        },  # type: ignore[arg-type]
+    )
+
+
+def produce(bootstrap: str, topic: str, values: list[tuple[bytes | None, bytes]]) -> None:
+    from llmtap.kafka import ensure_topics
+    from llmtap.schemas.topics import raw_spans_topic
+
+    settings = Settings(kafka={"bootstrap_servers": bootstrap})  # type: ignore[arg-type]
+    ensure_topics(settings, [raw_spans_topic(topic, 6)])
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
+    for key, value in values:
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key)
+                break
+            except BufferError:
+                producer.poll(0.1)
+    assert producer.flush(60) == 0
+
+
+def baseline_consume(bootstrap: str, topic: str, messages: int) -> tuple[float, float]:
+    """Wall and CPU seconds for a plain consumer to read and decode every message."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-baseline-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    seen = 0
+    started, cpu = time.perf_counter(), cpu_seconds()
+    while seen < messages:
+        for message in consumer.consume(1000, 1.0):
+            if message.error() is None:
+                ExportTraceServiceRequest.FromString(message.value() or b"")
+                seen += 1
+    figures = time.perf_counter() - started, cpu_seconds() - cpu
+    consumer.close()
+    return figures
+
+
+async def processor_drain(settings: Settings) -> tuple[float, float]:
+    """Wall and CPU seconds for one processor role to normalize and aggregate everything."""
+    role = await start_role("processor", settings, lambda message: None)
+    started, cpu = time.perf_counter(), cpu_seconds()
+    try:
+        while True:
+            lags = {lag.stage: lag for lag in await asyncio.to_thread(kafka_lag, settings)}
+            normalized = lags["normalizer"].lag == 0 and lags["normalizer"].end_offsets > 0
+            # faust commits the offset after the last record it processed; the normalizer's
+            # transaction marker after it stays "lag" (one per partition at most).
+            aggregated = lags["aggregate"].lag <= settings.topics.partitions
+            if normalized and aggregated and lags["aggregate"].end_offsets > 0:
+                return time.perf_counter() - started, cpu_seconds() - cpu
+            await asyncio.sleep(0.2)
+    finally:
+        await role.stop()
+
+
+def aggregation_only(values: list[bytes]) -> float:
+    """CPU-µs per span of the two aggregation stages alone (decode, windows, merge)."""
+    aggregator = WindowedAggregator(WindowConfig(), {})
+    merger = PartialMerger({})
+    started = time.process_time()
+    for index in range(0, len(values), 2000):
+        records = [
+            (offset % 6, offset, decode_aggregate_span(value))
+            for offset, value in enumerate(values[index : index + 2000], start=index)
+        ]
+        merger.process(aggregator.process(records).changed)
+    return (time.process_time() - started) / len(values) * 1e6
+
+
+async def alert_latency(bootstrap: str, root: Path, breaches: int) -> list[float]:
+    received: dict[str, float] = {}
+
+    async def hook(request: web.Request) -> web.Response:
+        body = json.loads(await request.read())
+        if body["state"] == "firing":
+            received.setdefault(body["labels"]["tenant"], time.perf_counter())
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    rules = root / "bench-rules.yaml"
+    rules.write_text(
+        "rules:\n  - id: tenant-budget\n    kind: cost_budget\n    severity: critical\n"
+        "    group_by: [tenant]\n    window_seconds: 3600\n    threshold: 0.5\n"
+    )
+    settings = bench_settings(
+        bootstrap,
+        root,
+        alerts={"rules_file": str(rules), "webhooks": [{"url": f"http://127.0.0.1:{port}/hook"}]},
+    )
+    from llmtap.processors.stream.app import StreamApp
+
+    stream = StreamApp(settings)
+    await stream.start()
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
+    sent: dict[str, float] = {}
+    try:
+        await asyncio.sleep(5)  # partitions assigned
+        rng = random.Random(3)
+        for number in range(breaches):
+            tenant = f"tenant-{number}"
+            now = time.time_ns()
+            span = LlmSpan(
+                trace_id=rng.randbytes(16).hex(),
+                span_id=rng.randbytes(8).hex(),
+                start_time_unix_nano=now - 10**9,
+                end_time_unix_nano=now,
+                tenant=tenant,
+                span_type="llm",
+                request_model="gpt-4o",
+                usage=TokenUsage(input=100_000, output=10_000),
+                cost=Cost(priced=True, price_version="bench", total="1.0"),
+            )
+            sent[tenant] = time.perf_counter()
+            producer.produce(
+                settings.topics.normalized_spans, encode_span(span), key=span.trace_id.encode()
+            )
+            producer.flush(10)
+            deadline = time.perf_counter() + 30
+            while tenant not in received and time.perf_counter() < deadline:
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(rng.uniform(0, 1))  # breaches land anywhere in the cycle
+    finally:
+        await stream.stop()
+        await runner.cleanup()
+    return [received[tenant] - sent[tenant] for tenant in sent if tenant in received]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=300, help="100-span requests per repeat")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--breaches", type=int, default=20)
+    args = parser.parse_args()
+
+    rng = random.Random(11)
+    bodies = [build_request(100, 10, rng) for _ in range(args.requests)]
+    spans = args.requests * 100
+    normalizer = Normalizer(PriceTable.load().price)
+    normalized = [
+        encode_span(span)
+        for body in bodies
+        for span in normalizer.normalize_request(
+            ExportTraceServiceRequest.FromString(body), tenant="t"
+        )
+    ]
+    figures: dict[str, Any] = {"args": vars(args), "spans_per_repeat": spans}
+    with tempfile.TemporaryDirectory(prefix="llmtap-bench-stream-") as temporary:
+        root = Path(temporary)
+        broker = LocalKafkaBroker(
+            LocalKafkaSettings(jar_cache_dir=REPO_ROOT / ".llmtap" / "kafka" / "dist"),
+            root / "kafka",
+            print,
+        )
+        state = broker.start()
+        try:
+            runs: dict[str, list[float]] = {
+                "baseline_spans_per_s": [],
+                "baseline_cpu_us_per_span": [],
+                "processor_spans_per_s": [],
+                "processor_cpu_us_per_span": [],
+                "aggregation_cpu_us_per_span": [],
+            }
+            for repeat in range(args.repeats):
+                settings = bench_settings(state.bootstrap_servers, root)
+                produce(
+                    state.bootstrap_servers, settings.topics.raw_spans, [(None, b) for b in bodies]
+                )
+                wall, cpu = baseline_consume(
+                    state.bootstrap_servers, settings.topics.raw_spans, len(bodies)
+                )
+                runs["baseline_spans_per_s"].append(spans / wall)
+                runs["baseline_cpu_us_per_span"].append(cpu / spans * 1e6)
+                wall, cpu = asyncio.run(processor_drain(settings))
+                runs["processor_spans_per_s"].append(spans / wall)
+                runs["processor_cpu_us_per_span"].append(cpu / spans * 1e6)
+                runs["aggregation_cpu_us_per_span"].append(aggregation_only(normalized))
+                print(
+                    f"repeat {repeat + 1}/{args.repeats}: processor "
+                    f"{runs['processor_spans_per_s'][-1]:,.0f} spans/s, "
+                    f"{runs['processor_cpu_us_per_span'][-1]:.1f} CPU-µs/span; baseline consume "
+                    f"{runs['baseline_spans_per_s'][-1]:,.0f} spans/s; aggregation alone "
+                    f"{runs['aggregation_cpu_us_per_span'][-1]:.1f} CPU-µs/span"
+                )
+            latencies = asyncio.run(alert_latency(state.bootstrap_servers, root, args.breaches))
+        finally:
+            broker.stop()
+    medians = {name: statistics.median(values) for name, values in runs.items()}
+    figures["runs"] = runs
+    figures["medians"] = medians
+    ratio = medians["processor_spans_per_s"] / medians["baseline_spans_per_s"]
+    print()
+    print(f"{'measure':<44}{'median':>14}")
+    print(
+        f"{'processor (normalize + aggregate) spans/s':<44}{medians['processor_spans_per_s']:>14,.0f}"
+    )
+    print(f"{'processor CPU-µs/span':<44}{medians['processor_cpu_us_per_span']:>14.1f}")
+    print(
+        f"{'aggregation stages alone CPU-µs/span':<44}{medians['aggregation_cpu_us_per_span']:>14.1f}"
+    )
+    print(f"{'baseline: consume+decode spans/s':<44}{medians['baseline_spans_per_s']:>14,.0f}")
+    print(f"{'processor / baseline':<44}{ratio:>14.2f}")
+    if latencies:
+        ordered = sorted(latencies)
+        p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+        figures["alert_latency_seconds"] = {
+            "p50": statistics.median(ordered),
+            "p95": p95,
+            "n": len(ordered),
+        }
+        print(
+            f"{'alert latency breach -> webhook (s)':<44}"
+            f"p50 {statistics.median(ordered):.2f}  p95 {p95:.2f}  ({len(ordered)}/{args.breaches} received)"
+        )
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    output = RESULTS_DIR / f"stream-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    output.write_text(json.dumps(figures, indent=2))
+    print(f"\nwritten {output}")
+
+
+if __name__ == "__main__":
+    main()

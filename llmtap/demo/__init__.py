@@ -1,0 +1,1 @@
+"""Demo traffic for trying llmtap out: realistic LLM spans sent through OpenTelemetry."""

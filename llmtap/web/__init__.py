@@ -1,0 +1,1 @@
+"""The web dashboard that llmtap serves: read-only pages over the ClickHouse tables."""

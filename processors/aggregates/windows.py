@@ -1,0 +1,247 @@
+"""Tumbling windows per source partition, made exactly-once by offsets kept beside the totals.
+
+The aggregator keeps one partial per (source partition, dimension set, window length, window
+start, group). Each partial records the highest source offset it includes, in the same stored
+value as its totals, so when a worker restarts and reads some messages again (its changelog and
+its consumer offsets are not written atomically), every partial skips exactly the spans it
+already holds: nothing is counted twice and nothing is lost.
+
+Event time is the span's start. Each partition has a clock, the latest span start it has seen;
+a span whose window ended more than ``grace_seconds`` before that clock is *late*: it is counted
+in the window's ``late_spans`` but its tokens and cost are not merged (the window was already
+reported as final). Windows older than the retention are evicted.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from dataclasses import dataclass, field
+
+import msgspec
+
+from llmtap.processors.aggregates.accumulator import Accumulator, AggregateSpan
+from llmtap.schemas.aggregates import (
+    MODEL_DIMENSIONS,
+    Aggregate,
+    decode_aggregate,
+    encode_aggregate,
+)
+from llmtap.schemas.llm_span import LlmSpan
+
+_NANOS = 1_000_000_000
+# A span stamped further than this in the future does not move the partition clock (a client
+# with a wrong clock must not make everyone else's spans late).
+_MAX_FUTURE_SKEW_SECONDS = 300
+_CLOCK_KEY = "clock"
+_EVICTION_INTERVAL_SECONDS = 30.0
+
+
+class _Clock(msgspec.Struct):
+    seconds: int = 0
+
+
+_clock_encoder = msgspec.msgpack.Encoder()
+_clock_decoder = msgspec.msgpack.Decoder(_Clock)
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    window_seconds: tuple[int, ...] = (60, 3600)
+    grace_seconds: int = 60
+    retention_seconds: int = 7200
+    per_user: bool = True
+
+
+@dataclass
+class _Partial:
+    template: Aggregate
+    accumulator: Accumulator
+    offset: int  # highest source offset included (-1: none yet)
+
+
+@dataclass
+class BatchResult:
+    changed: list[Aggregate] = field(default_factory=list)  # partials to emit
+    evicted: list[str] = field(default_factory=list)  # store keys removed
+    late_spans: int = 0
+    skipped_replayed: int = 0
+
+
+def group_of(span: AggregateSpan | LlmSpan) -> dict[str, str]:
+    """The dimension values of a span, as stored (missing values are "")."""
+    return {
+        "tenant": span.tenant,
+        "service_name": span.service_name,
+        "environment": span.environment or "",
+        "provider": span.provider or "",
+        "request_model": span.request_model or span.response_model or "",
+        "operation": span.operation or "",
+        "prompt_template_version": span.prompt_template_version or "",
+        "user_id": span.user_id or "",
+    }
+
+
+def partial_template(
+    dimension_set: str, window_seconds: int, window_start: int, values: dict[str, str]
+) -> Callable[[], Aggregate]:
+    def build() -> Aggregate:
+        if dimension_set == "user":
+            return Aggregate(
+                dimension_set="user",
+                window_start=window_start,
+                window_seconds=window_seconds,
+                tenant=values["tenant"],
+                user_id=values["user_id"],
+            )
+        return Aggregate(
+            dimension_set="model",
+            window_start=window_start,
+            window_seconds=window_seconds,
+            tenant=values["tenant"],
+            service_name=values["service_name"],
+            environment=values["environment"],
+            provider=values["provider"],
+            request_model=values["request_model"],
+            operation=values["operation"],
+            prompt_template_version=values["prompt_template_version"],
+        )
+
+    return build
+
+
+def window_start_of(start_time_unix_nano: int, window_seconds: int) -> int:
+    seconds = start_time_unix_nano // _NANOS
+    return seconds - seconds % window_seconds
+
+
+class WindowedAggregator:
+    """Stage one of aggregation: spans of the partitions this worker owns into partials.
+
+    ``store`` maps keys to encoded partials and per-partition clocks; it is the durable state
+    (a faust table with a changelog in the stream app, a dict in tests). Decoded partials are
+    cached in memory and written back to ``store`` once per batch.
+    """
+
+    def __init__(self, config: WindowConfig, store: MutableMapping[str, bytes]) -> None:
+        self._config = config
+        self._store = store
+        self._partials: dict[str, _Partial] = {}
+        self._clocks: dict[int, int] = {}
+        self._last_eviction: dict[int, float] = {}
+
+    def process(
+        self,
+        records: Iterable[tuple[int, int, AggregateSpan | LlmSpan]],
+        now_seconds: float | None = None,
+    ) -> BatchResult:
+        """Apply ``(partition, offset, span)`` records; returns the partials that changed."""
+        now = time.time() if now_seconds is None else now_seconds
+        result = BatchResult()
+        dirty: dict[str, _Partial] = {}
+        touched_partitions: set[int] = set()
+        for partition, offset, span in records:
+            if not span.is_llm_call:
+                continue
+            touched_partitions.add(partition)
+            clock = self._clock(partition)
+            start_seconds = span.start_time_unix_nano // _NANOS
+            for key, template in self._keys_for(partition, span):
+                partial = self._partials.get(key) or self._partial(key, template())
+                if offset <= partial.offset:
+                    result.skipped_replayed += 1
+                    continue
+                partial.offset = offset
+                window_end = partial.template.window_start + partial.template.window_seconds
+                if window_end + self._config.grace_seconds <= clock:
+                    partial.accumulator.late_spans += 1
+                    result.late_spans += 1
+                else:
+                    partial.accumulator.add_span(span)
+                dirty[key] = partial
+            if clock < start_seconds <= now + _MAX_FUTURE_SKEW_SECONDS:
+                self._clocks[partition] = start_seconds
+        for key, partial in dirty.items():
+            aggregate = partial.accumulator.to_aggregate(
+                partial.template,
+                version=partial.offset + 1,
+                source_partition=_partition_of(key),
+                with_quantiles=False,
+            )
+            self._store[key] = encode_aggregate(aggregate)
+            result.changed.append(aggregate)
+        for partition in touched_partitions:
+            self._store[f"{partition}|{_CLOCK_KEY}"] = _clock_encoder.encode(
+                _Clock(self._clocks[partition])
+            )
+            result.evicted.extend(self._evict(partition, now))
+        return result
+
+    def forget_partitions(self, partitions: Iterable[int]) -> None:
+        """Drop the cache of partitions moved to another worker (their store stays durable)."""
+        gone = {str(partition) for partition in partitions}
+        for key in [key for key in self._partials if key.split("|", 1)[0] in gone]:
+            del self._partials[key]
+        for partition in partitions:
+            self._clocks.pop(partition, None)
+
+    def _keys_for(
+        self, partition: int, span: AggregateSpan | LlmSpan
+    ) -> Iterator[tuple[str, Callable[[], Aggregate]]]:
+        """Store keys of the span's windows, with a factory for each window's template."""
+        values = group_of(span)
+        model_group = "|".join(values[name] for name in MODEL_DIMENSIONS)
+        sets = [("model", model_group)]
+        if self._config.per_user and values["user_id"]:
+            sets.append(("user", f"{values['tenant']}|{values['user_id']}"))
+        for window_seconds in self._config.window_seconds:
+            window_start = window_start_of(span.start_time_unix_nano, window_seconds)
+            for dimension_set, group in sets:
+                key = f"{partition}|{dimension_set}|{window_seconds}|{window_start}|{group}"
+                yield key, partial_template(dimension_set, window_seconds, window_start, values)
+
+    def _partial(self, key: str, template: Aggregate) -> _Partial:
+        partial = self._partials.get(key)
+        if partial is not None:
+            return partial
+        stored = self._store.get(key)
+        if stored is not None:
+            aggregate = decode_aggregate(stored)
+            partial = _Partial(
+                template, Accumulator.from_aggregate(aggregate), aggregate.version - 1
+            )
+        else:
+            partial = _Partial(template, Accumulator(template.dimension_set != "user"), -1)
+        self._partials[key] = partial
+        return partial
+
+    def _clock(self, partition: int) -> int:
+        clock = self._clocks.get(partition)
+        if clock is None:
+            stored = self._store.get(f"{partition}|{_CLOCK_KEY}")
+            clock = _clock_decoder.decode(stored).seconds if stored else 0
+            self._clocks[partition] = clock
+        return clock
+
+    def _evict(self, partition: int, now: float) -> list[str]:
+        """Remove the partition's windows older than the retention (a store scan, rate-limited)."""
+        if now - self._last_eviction.get(partition, 0.0) < _EVICTION_INTERVAL_SECONDS:
+            return []
+        self._last_eviction[partition] = now
+        horizon = self._clocks[partition] - self._config.retention_seconds
+        prefix = f"{partition}|"
+        evicted = []
+        for key in [key for key in list(self._store.keys()) if key.startswith(prefix)]:
+            parts = key.split("|", 4)
+            if len(parts) < 4 or parts[1] == _CLOCK_KEY:
+                continue
+            window_seconds, window_start = int(parts[2]), int(parts[3])
+            if window_start + window_seconds < horizon:
+                self._partials.pop(key, None)
+                self._store.pop(key, None)
+                evicted.append(key)
+        return evicted
+
+
+def _partition_of(key: str) -> int:
+    return int(key.split("|", 1)[0])

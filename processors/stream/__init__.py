@@ -1,0 +1,1 @@
+"""The faust stream worker of the processor role."""

@@ -1,0 +1,404 @@
+"""The stream worker: a faust-streaming app with the aggregation and alerting agents.
+
+Data path (every topic keyed so that the state a record touches lives on one worker)::
+
+    normalized spans ──aggregate──▶ aggregate partials ──merge──▶ aggregates ──evaluate──▶ alerts
+      (by trace id)    per source     (by window+group)   per      (1 partition)  rules    (1 part.)
+                       partition                          window                     │
+                                                                       deliver ◀──────┘ webhooks
+
+* ``aggregate`` takes batches (``stream.take_events``) and keeps one partial per source
+  partition and window in the ``aggregate-windows`` table. Each partial holds the highest
+  source offset it includes, so a batch read again after a crash is skipped exactly where it
+  was already counted.
+* ``merge`` replaces each partition's partial by its newest version and emits the sum: a
+  duplicate or reordered partial changes nothing.
+* ``evaluate`` feeds the alert evaluator (state in the ``alert-state`` table) and a timer
+  evaluates the rules; ``deliver`` posts pending alerts to webhooks and re-emits each alert with
+  its delivery outcome. Delivery has its own agent, so a slow webhook never holds the stream.
+
+Several workers share the work by partitions (faust's consumer group ``app_id``); the tables'
+changelog topics let a worker take over a partition's state. Processing is at-least-once
+underneath; the offset bookkeeping and version replacement above make the results exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import faust
+import msgspec
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from llmtap.heartbeat import Heartbeat
+from llmtap.kafka import ensure_topics, resolve_bootstrap_servers
+from llmtap.processors.aggregates.accumulator import AggregateSpan, decode_aggregate_span
+from llmtap.processors.aggregates.merge import PartialMerger
+from llmtap.processors.aggregates.windows import WindowConfig, WindowedAggregator
+from llmtap.processors.stream.table_store import FaustTableStore
+from llmtap.schemas.aggregates import (
+    AlertEvent,
+    decode_aggregate,
+    decode_alert,
+    encode_aggregate,
+    encode_alert,
+)
+from llmtap.schemas.drift import decode_drift_result
+from llmtap.schemas.scores import decode_score
+from llmtap.schemas.topics import (
+    aggregate_partials_topic,
+    aggregates_topic,
+    alert_signals_topic,
+    alerts_topic,
+    drift_topic,
+    normalized_spans_topic,
+    scores_topic,
+)
+from llmtap.settings import Settings
+from llmtap.telemetry import ComponentTelemetry, Stage
+
+logger = logging.getLogger(__name__)
+
+
+class _ReadCommittedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """faust reads uncommitted records unless it runs Kafka transactions itself.
+
+    The normalizer writes spans in transactions; a worker reading uncommitted data would count
+    the spans of an aborted transaction and then their re-sent copies.
+    """
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._isolation_level = "read_committed"
+        return consumer
+
+
+class _Consumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return _ReadCommittedConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class _Transport(faust_aiokafka.Transport):
+    Consumer = _Consumer
+
+
+class _App(faust.App):
+    def _new_transport(self) -> Any:
+        return _Transport(self.conf.broker_consumer, self, loop=self.loop)
+
+
+class StreamApp:
+    """Builds and runs the faust app inside the role's event loop (``start()`` / ``stop()``)."""
+
+    def __init__(self, settings: Settings, progress: Callable[[str], None] | None = None) -> None:
+        self._settings = settings
+        self._config = settings.processor.stream
+        self._progress = progress or (lambda message: None)
+        self.telemetry = ComponentTelemetry("stream")
+        self._heartbeat = Heartbeat(settings.data_dir, "stream")
+        self.app = self._build_app()
+        self.evaluations = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        settings = self._settings
+        topics = settings.topics
+        await asyncio.to_thread(
+            ensure_topics,
+            settings,
+            [
+                normalized_spans_topic(topics.normalized_spans, topics.partitions),
+                aggregate_partials_topic(topics.aggregate_partials, topics.partitions),
+                aggregates_topic(topics.aggregates),
+                alerts_topic(topics.alerts),
+                alert_signals_topic(topics.alert_signals),
+                scores_topic(topics.scores, topics.partitions),
+                drift_topic(topics.drift, topics.partitions),
+            ],
+        )
+        await self.app.start()
+        self._progress(
+            f"stream: {topics.normalized_spans} -> {topics.aggregates}, {topics.alerts} "
+            f"(windows {', '.join(f'{s}s' for s in self._config.window_seconds)}, "
+            f"grace {self._config.grace_seconds}s, "
+            f"{len(self._rules.rules) if self._rules else 0} alert rules)"
+        )
+
+    async def stop(self) -> None:
+        await self.app.stop()
+        if self._deliverer is not None:
+            await self._deliverer.stop()
+
+    # -- the app -----------------------------------------------------------------------------
+
+    def _build_app(self) -> faust.App:
+        settings = self._settings
+        config = self._config
+        topics = settings.topics
+        bootstrap = resolve_bootstrap_servers(settings)
+        app = _App(
+            config.app_id,
+            broker=[f"kafka://{server}" for server in bootstrap.split(",")],
+            broker_credentials=_credentials(settings.kafka.client_options),
+            store="memory://",
+            processing_guarantee="at_least_once",
+            topic_partitions=topics.partitions,
+            topic_replication_factor=topics.replication_factor,
+            topic_allow_declare=True,
+            web_enabled=False,
+            datadir=str(settings.data_dir / "faust"),
+            broker_commit_interval=config.commit_interval_seconds,
+            consumer_auto_offset_reset="earliest",
+            producer_acks=-1,
+            producer_max_request_size=topics.max_message_bytes,
+            stream_buffer_maxsize=max(4096, config.batch_max_messages * 2),
+            broker_session_timeout=10.0,
+            broker_heartbeat_interval=1.0,
+            table_cleanup_interval=3600.0,
+        )
+        raw = {"key_type": bytes, "value_type": bytes, "value_serializer": "raw"}
+        spans = app.topic(topics.normalized_spans, **raw)  # type: ignore[arg-type]
+        partials = app.topic(topics.aggregate_partials, **raw)  # type: ignore[arg-type]
+        aggregates = app.topic(topics.aggregates, **raw)  # type: ignore[arg-type]
+        alerts = app.topic(topics.alerts, **raw)  # type: ignore[arg-type]
+        signals = app.topic(topics.alert_signals, **raw)  # type: ignore[arg-type]
+        # bytes keys and values: faust then uses its "raw" codec for the changelog too.
+        table_options: dict[str, Any] = {"key_type": bytes, "value_type": bytes}
+        window_table = app.Table("aggregate-windows", partitions=topics.partitions, **table_options)
+        merge_table = app.Table("aggregate-merge", partitions=topics.partitions, **table_options)
+        alert_table = app.Table("alert-state", partitions=1, **table_options)
+
+        window_store = FaustTableStore(window_table, lambda key: int(key.split("|", 1)[0]))
+        aggregator = WindowedAggregator(
+            WindowConfig(
+                window_seconds=config.window_seconds,
+                grace_seconds=config.grace_seconds,
+                retention_seconds=config.retention_seconds,
+                per_user=config.per_user_windows,
+            ),
+            window_store,
+        )
+        merge_partition = _CurrentPartition()
+        merger = PartialMerger(
+            FaustTableStore(merge_table, merge_partition.of), config.retention_seconds
+        )
+        self._rules, self._evaluator = self._alerting(alert_table)
+        self._deliverer = self._delivery()
+        telemetry = self.telemetry
+        heartbeat = self._heartbeat
+        batch_size, batch_wait = config.batch_max_messages, config.batch_max_wait_seconds
+
+        @app.agent(spans, name="aggregate")
+        async def aggregate(stream: Any) -> None:
+            async for events in stream.take_events(batch_size, within=batch_wait):
+                records: list[tuple[int, int, AggregateSpan]] = []
+                for event in events:
+                    message = event.message
+                    try:
+                        records.append(
+                            (message.partition, message.offset, decode_aggregate_span(event.value))
+                        )
+                    except (msgspec.DecodeError, msgspec.ValidationError) as error:
+                        telemetry.error(Stage.RECEIVING, "undecodable_span")
+                        logger.warning(
+                            "skipping undecodable span at %s[%d]@%d: %s",
+                            message.topic,
+                            message.partition,
+                            message.offset,
+                            error,
+                        )
+                telemetry.received(len(records), sum(len(e.value or b"") for e in events))
+                result = aggregator.process(records)
+                if result.late_spans:
+                    telemetry.discarded(result.late_spans, "late")
+                for partial in result.changed:
+                    await partials.send(
+                        key=partial.window_key.encode(), value=encode_aggregate(partial)
+                    )
+                telemetry.sent(len(result.changed))
+
+        @app.agent(partials, name="merge")
+        async def merge(stream: Any) -> None:
+            async for events in stream.take_events(batch_size, within=batch_wait):
+                by_partition: dict[int, list[Any]] = defaultdict(list)
+                for event in events:
+                    by_partition[event.message.partition].append(decode_aggregate(event.value))
+                for partition, batch in by_partition.items():
+                    merge_partition.value = partition
+                    for merged in merger.process(batch):
+                        await aggregates.send(
+                            key=merged.window_key.encode(), value=encode_aggregate(merged)
+                        )
+
+        evaluator = self._evaluator
+
+        # Rules over risk scores and drift results: those topics are partitioned by trace or
+        # drift key, so each worker forwards what it reads to the one-partition signals topic
+        # that the single evaluating worker reads along with the aggregates.
+        @app.agent(app.topic(topics.aggregates, topics.alert_signals, **raw), name="evaluate")
+        async def evaluate(stream: Any) -> None:
+            async for events in stream.take_events(batch_size, within=batch_wait):
+                if evaluator is None:
+                    continue
+                for event in events:
+                    if event.message.topic == topics.aggregates:
+                        evaluator.observe_aggregate(decode_aggregate(event.value))
+                    else:
+                        _observe_signal(evaluator, event.value)
+
+        @app.agent(app.topic(topics.scores, topics.drift, **raw), name="forward-signals")
+        async def forward_signals(stream: Any) -> None:
+            async for events in stream.take_events(batch_size, within=batch_wait):
+                if evaluator is None:
+                    continue  # no rules: nothing reads the signals
+                for event in events:
+                    prefix = b"R" if event.message.topic == topics.scores else b"D"
+                    await signals.send(key=event.key, value=prefix + (event.value or b""))
+
+        if evaluator is not None:
+            interval = settings.processor.alerts.evaluation_interval_seconds
+
+            @app.timer(interval, name="evaluate-rules")  # type: ignore[untyped-decorator]
+            async def evaluate_rules() -> None:
+                if not _owns(app, topics.aggregates):
+                    return
+                for alert in evaluator.evaluate(int(time.time() * 1000)):
+                    self.evaluations += 1
+                    logger.info(
+                        "alert %s %s %s value=%s",
+                        alert.rule_id,
+                        alert.state,
+                        alert.group_key,
+                        alert.value,
+                    )
+                    await alerts.send(key=alert.fingerprint.encode(), value=encode_alert(alert))
+
+        deliverer = self._deliverer
+
+        @app.agent(alerts, name="deliver")
+        async def deliver(stream: Any) -> None:
+            async for value in stream:
+                alert: AlertEvent = decode_alert(value)
+                if alert.delivery_status != "pending":
+                    continue
+                if deliverer is None:
+                    continue
+                outcome = await deliverer.deliver(alert)
+                await alerts.send(key=alert.fingerprint.encode(), value=encode_alert(outcome))
+
+        @app.timer(2.0, name="heartbeat")  # type: ignore[untyped-decorator]
+        async def beat() -> None:
+            heartbeat.beat()  # the event loop runs: agents and timers are scheduled
+
+        for logger_name in ("faust", "mode", "aiokafka"):
+            logging.getLogger(logger_name).setLevel(logging.WARNING)
+        return app
+
+    def _alerting(self, alert_table: Any) -> tuple[Any, Any]:
+        rules_file = self._settings.processor.alerts.rules_file
+        if rules_file is None:
+            return None, None
+        from llmtap.processors.alerts.evaluator import AlertEvaluator
+        from llmtap.processors.alerts.rules import load_rules
+
+        rules = load_rules(rules_file)
+        evaluator = AlertEvaluator(
+            rules,
+            FaustTableStore(alert_table, lambda key: 0),
+            base_window_seconds=self._settings.processor.alerts.base_window_seconds,
+        )
+        return rules, evaluator
+
+    def _delivery(self) -> Any:
+        if not self._settings.processor.alerts.webhooks:
+            return None
+        from llmtap.processors.alerts.delivery import AlertDeliverer
+
+        return AlertDeliverer(self._settings.processor.alerts)
+
+
+def _observe_signal(evaluator: Any, value: bytes) -> None:
+    """A forwarded risk score (``R`` + SpanScore JSON) or drift result (``D`` + DriftResult)."""
+    kind, body = value[:1], value[1:]
+    try:
+        if kind == b"R":
+            score = decode_score(body)
+            evaluator.observe_risk(
+                score.tenant,
+                score.service_name,
+                score.prompt_template_version,
+                score.request_model,
+                score.timestamp // 1_000_000,
+                score.risk_score,
+                score.sampling_weight,
+            )
+        elif kind == b"D":
+            result = decode_drift_result(body)
+            evaluator.observe_drift(
+                result.tenant,
+                result.service_name,
+                result.request_model,
+                result.prompt_template_version,
+                result.feature,
+                result.detector,
+                result.drifted,
+                result.statistic,
+                result.p_value,
+                result.window_end * 1000,
+            )
+    except (msgspec.DecodeError, msgspec.ValidationError) as error:
+        logger.warning("skipping an undecodable alert signal: %s", error)
+
+
+class _CurrentPartition:
+    """The partition of the batch being merged: its table writes go to that changelog partition."""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def of(self, key: str) -> int:
+        return self.value
+
+
+def _owns(app: faust.App, topic: str) -> bool:
+    """Whether this worker is assigned the (single) partition of ``topic``."""
+    try:
+        assignment = app.consumer.assignment()
+    except Exception:  # not started or rebalancing
+        return False
+    return any(tp.topic == topic for tp in assignment)
+
+
+def _credentials(options: dict[str, str]) -> Any:
+    """faust credentials from the librdkafka options llmtap's other clients use."""
+    protocol = options.get("security.protocol", "PLAINTEXT").upper()
+    if protocol == "PLAINTEXT":
+        return None
+    if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+        mechanism = options.get("sasl.mechanism", options.get("sasl.mechanisms", "PLAIN"))
+        ssl_context = None
+        if protocol == "SASL_SSL":
+            ssl_context = faust.SSLCredentials(cafile=options.get("ssl.ca.location")).context
+        return faust.SASLCredentials(
+            username=options.get("sasl.username"),
+            password=options.get("sasl.password"),
+            mechanism=mechanism,
+            ssl_context=ssl_context,
+        )
+    if protocol == "SSL":
+        import ssl
+
+        context = ssl.create_default_context(cafile=options.get("ssl.ca.location"))
+        certificate = options.get("ssl.certificate.location")
+        if certificate:  # mutual TLS
+            context.load_cert_chain(certificate, options.get("ssl.key.location"))
+        return faust.SSLCredentials(context)
+    from llmtap.errors import LlmtapError
+
+    raise LlmtapError(f"kafka.client_options security.protocol {protocol!r} is not supported")

@@ -1,0 +1,222 @@
+"""Window assignment, sketch merging and exactly-once replay of the aggregation stages."""
+
+from __future__ import annotations
+
+import random
+import time
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from llmtap.processors.aggregates.accumulator import (
+    Accumulator,
+    decode_aggregate_span,
+    new_sketch,
+    quantile,
+    sketch_from_bytes,
+    sketch_to_bytes,
+)
+from llmtap.processors.aggregates.merge import PartialMerger, merge_partials
+from llmtap.processors.aggregates.windows import WindowConfig, WindowedAggregator, window_start_of
+from llmtap.schemas.aggregates import Aggregate, decode_aggregate, encode_aggregate
+from llmtap.schemas.llm_span import Cost, LlmSpan, TokenUsage, encode_span
+
+NOW = int(time.time())
+MINUTE_NANOS = 60 * 1_000_000_000
+
+
+def make_span(rng: random.Random, start_seconds: int, **overrides: object) -> LlmSpan:
+    duration = rng.randint(50, 20_000) * 1_000_000
+    priced = rng.random() > 0.1
+    fields: dict[str, object] = {
+        "trace_id": f"{rng.getrandbits(128):032x}",
+        "span_id": f"{rng.getrandbits(64):016x}",
+        "start_time_unix_nano": start_seconds * 1_000_000_000 + rng.randint(0, 999_999_999),
+        "span_type": "llm",
+        "service_name": rng.choice(["chat", "search"]),
+        "provider": "openai",
+        "request_model": rng.choice(["gpt-4o", "gpt-4o-mini"]),
+        "operation": "chat",
+        "status": "error" if rng.random() < 0.1 else "ok",
+        "usage": TokenUsage(input=rng.randint(1, 5000), output=rng.randint(1, 900)),
+        "cost": Cost(priced=True, price_version="v", total=f"0.{rng.randint(1, 999999):06d}")
+        if priced
+        else Cost(priced=False, price_version="v", unpriced_reason="unknown model"),
+        "finish_reasons": [rng.choice(["stop", "length"])],
+        "user_id": rng.choice(["alice", "bob", None]),
+    }
+    fields.update(overrides)
+    span = LlmSpan(**fields)  # type: ignore[arg-type]
+    span.end_time_unix_nano = span.start_time_unix_nano + duration
+    return span
+
+
+@given(st.integers(min_value=0, max_value=2**62), st.sampled_from([1, 60, 300, 3600, 86400]))
+def test_window_start_contains_the_timestamp(start_nanos: int, window_seconds: int) -> None:
+    start = window_start_of(start_nanos, window_seconds)
+    assert start % window_seconds == 0
+    assert start <= start_nanos // 1_000_000_000 < start + window_seconds
+
+
+@settings(max_examples=50)
+@given(
+    st.lists(st.floats(min_value=0.01, max_value=1e6), min_size=1, max_size=300),
+    st.integers(min_value=1, max_value=5),
+)
+def test_sketches_merge_like_one_sketch(values: list[float], parts: int) -> None:
+    whole = new_sketch()
+    pieces = [new_sketch() for _ in range(parts)]
+    for index, value in enumerate(values):
+        whole.add(value)
+        pieces[index % parts].add(value)
+    merged = new_sketch()
+    for piece in pieces:
+        merged.merge(sketch_from_bytes(sketch_to_bytes(piece)))
+    assert merged.count == whole.count
+    for q in (0.5, 0.95, 0.99):
+        assert quantile(merged, q) == quantile(whole, q)
+        exact = sorted(values)[int(q * (len(values) - 1))]
+        assert abs(quantile(merged, q) - exact) <= 0.02 * exact + 1e-9 or len(values) < 3
+
+
+def totals_by_minute(spans: list[LlmSpan]) -> dict[tuple[int, str, str], tuple[int, Decimal, int]]:
+    totals: dict[tuple[int, str, str], tuple[int, Decimal, int]] = {}
+    for span in spans:
+        key = (
+            window_start_of(span.start_time_unix_nano, 60),
+            span.service_name,
+            span.request_model or "",
+        )
+        requests, cost, tokens = totals.get(key, (0, Decimal(0), 0))
+        amount = Decimal(span.cost.total or "0") if span.cost and span.cost.priced else Decimal(0)
+        totals[key] = (requests + 1, cost + amount, tokens + (span.usage.input or 0))
+    return totals
+
+
+def merged_minutes(
+    merged: dict[str, Aggregate],
+) -> dict[tuple[int, str, str], tuple[int, Decimal, int]]:
+    return {
+        (a.window_start, a.service_name, a.request_model): (
+            a.requests,
+            Decimal(a.cost_total),
+            a.input_tokens,
+        )
+        for a in merged.values()
+        if a.dimension_set == "model" and a.window_seconds == 60
+    }
+
+
+def run_pipeline(
+    records: list[tuple[int, int, LlmSpan]], batches: list[int], replay_from: dict[int, int]
+) -> dict[str, Aggregate]:
+    """Both stages on durable stores; after batch 1, re-reads from the ``replay_from`` offsets."""
+    window_store: dict[str, bytes] = {}
+    merge_store: dict[str, bytes] = {}
+    merged: dict[str, Aggregate] = {}
+    partials: list[Aggregate] = []
+
+    def deliver(aggregator: WindowedAggregator, chunk: list[tuple[int, int, LlmSpan]]) -> None:
+        result = aggregator.process(chunk, now_seconds=NOW)
+        partials.extend(result.changed)
+
+    config = WindowConfig(grace_seconds=3600)  # no span is late here
+    aggregator = WindowedAggregator(config, window_store)
+    cut = batches[0]
+    deliver(aggregator, records[:cut])
+    # A crash: the in-memory cache is gone; records after each partition's committed offset
+    # are read again by a fresh aggregator over the same durable store.
+    aggregator = WindowedAggregator(config, window_store)
+    replayed = [record for record in records if record[1] >= replay_from.get(record[0], cut)]
+    position = 0
+    for size in [*batches[1:], len(replayed)]:
+        deliver(aggregator, replayed[position : position + size])
+        position += size
+    # Partials go through the merger twice and shuffled: the result must not change.
+    merger = PartialMerger(merge_store)
+    doubled = partials + partials
+    random.Random(5).shuffle(doubled)
+    for aggregate in merger.process(doubled, now_seconds=NOW):
+        current = merged.get(aggregate.window_key)
+        if current is None or current.version < aggregate.version:
+            merged[aggregate.window_key] = aggregate
+    return merged
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(min_value=0, max_value=10_000), st.integers(min_value=1, max_value=150))
+def test_replays_and_duplicate_partials_count_every_span_once(seed: int, first_batch: int) -> None:
+    rng = random.Random(seed)
+    spans = [make_span(rng, NOW - rng.randint(0, 300)) for _ in range(200)]
+    # three source partitions with their own offsets, in arrival order
+    records: list[tuple[int, int, LlmSpan]] = []
+    offsets = {0: 0, 1: 0, 2: 0}
+    for span in spans:
+        partition = rng.randint(0, 2)
+        records.append((partition, offsets[partition], span))
+        offsets[partition] += 1
+    # the restarted worker re-reads from an offset at or before what it had processed
+    processed = records[:first_batch]
+    replay_from = {
+        partition: rng.randint(0, max([o for p, o, _ in processed if p == partition] + [0]))
+        for partition in offsets
+    }
+    merged = run_pipeline(records, [first_batch, 17, 40], replay_from)
+    assert merged_minutes(merged) == totals_by_minute(spans)
+
+
+def test_late_spans_are_counted_not_merged() -> None:
+    rng = random.Random(1)
+    store: dict[str, bytes] = {}
+    aggregator = WindowedAggregator(WindowConfig(grace_seconds=60), store)
+    old_minute = NOW - NOW % 60 - 600
+    on_time = make_span(rng, old_minute + 5, user_id=None)
+    recent = make_span(rng, NOW, user_id=None)
+    late = make_span(rng, old_minute + 10, user_id=None)
+    aggregator.process([(0, 0, on_time), (0, 1, recent), (0, 2, late)], now_seconds=NOW)
+    minute = (
+        decode_aggregate(
+            store[
+                f"0|model|60|{old_minute}|default|{on_time.service_name}||openai|{on_time.request_model}|chat|"
+            ]
+        )
+        if on_time.service_name == late.service_name and on_time.request_model == late.request_model
+        else None
+    )
+    hourly = [decode_aggregate(v) for k, v in store.items() if "|3600|" in k]
+    assert (
+        sum(a.late_spans for a in hourly)
+        + sum(decode_aggregate(v).late_spans for k, v in store.items() if "|60|" in k)
+        >= 1
+    )
+    if minute is not None:
+        assert minute.requests == 1
+        assert minute.late_spans == 1
+
+
+def test_accumulator_round_trips_through_the_record() -> None:
+    rng = random.Random(3)
+    accumulator = Accumulator()
+    for _ in range(50):
+        accumulator.add_span(make_span(rng, NOW, time_to_first_token_ms=rng.uniform(10, 900)))
+    template = Aggregate(window_start=NOW - NOW % 60, window_seconds=60)
+    record = accumulator.to_aggregate(template, version=7, source_partition=2)
+    again = Accumulator.from_aggregate(decode_aggregate(encode_aggregate(record)))
+    copy = again.to_aggregate(template, version=7, source_partition=2)
+    assert copy.requests == record.requests
+    assert copy.cost_total == record.cost_total
+    assert copy.latency_p95_ms == pytest.approx(record.latency_p95_ms, rel=1e-9)
+    assert copy.ttft_p95_ms == pytest.approx(record.ttft_p95_ms, rel=1e-9)
+    assert record.ttft_count == 50
+    assert record.latency_p95_ms >= record.latency_p50_ms > 0
+    assert merge_partials([record, record]).requests == 100
+
+
+def test_aggregation_reads_the_normalized_span_encoding() -> None:
+    span = make_span(random.Random(2), NOW)
+    decoded = decode_aggregate_span(encode_span(span))
+    assert decoded.is_llm_call
+    assert decoded.usage == span.usage
+    assert decoded.cost == span.cost
