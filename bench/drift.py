@@ -140,7 +140,8 @@ def false_positive_days(
             )
         categorical_alerts = []
         for _feature in range(2):  # finish reason, outcome
-            reference = rng.choice(3, m, p=CATEGORY_SHARES)
+            # categorical references count every reference event (one-hot running sums)
+            reference = rng.choice(3, config.reference_events, p=CATEGORY_SHARES)
             passes = [
                 categorical_passes(config, rng.choice(3, n, p=CATEGORY_SHARES), reference, rng)
                 for _ in range(windows_per_day)
@@ -214,7 +215,7 @@ def categorical_power(config: DriftConfig, error_share: float, trials: int, seed
     windows = config.consecutive_windows
     detected = 0
     for _ in range(trials):
-        reference = rng.choice(3, config.reservoir_size, p=CATEGORY_SHARES)
+        reference = rng.choice(3, config.reference_events, p=CATEGORY_SHARES)
         passes = [
             categorical_passes(
                 config, rng.choice(3, config.window_events, p=shifted), reference, rng

@@ -129,6 +129,8 @@ def up(state: CliState, duration_seconds: float | None, demo: bool, demo_rate: f
         _migrate(settings, store)
         progress(f"ready  clickhouse  {settings.clickhouse_target().describe()}, v{version}")
         roles = ["collector", "processor", "sink"] + (["web"] if settings.web.enabled else [])
+        if demo and settings.processor.alerts.rules_file is None:
+            settings = _with_demo_alert_rules(settings)
         asyncio.run(_serve_roles(settings, roles, duration_seconds, demo_rate if demo else None))
     finally:
         progress("stopping")
@@ -137,6 +139,17 @@ def up(state: CliState, duration_seconds: float | None, demo: bool, demo_rate: f
         if started_broker is not None:
             started_broker.stop()
         progress("stopped")
+
+
+def _with_demo_alert_rules(settings: Settings) -> Settings:
+    """The shipped demo rules (drift, risk, budget, errors), when the user configured none."""
+    from importlib.resources import files
+
+    rules_file = Path(str(files("llmtap.demo") / "alert_rules.yaml"))
+    alerts = settings.processor.alerts.model_copy(update={"rules_file": rules_file})
+    processor = settings.processor.model_copy(update={"alerts": alerts})
+    progress(f"demo   alert rules {rules_file}")
+    return settings.model_copy(update={"processor": processor})
 
 
 def _role_command(role: str, summary: str) -> None:

@@ -157,3 +157,21 @@ def ensure_topics(settings: Settings, specs: list[TopicSpec]) -> list[str]:
                 continue  # another process created it meanwhile
             raise LlmtapError(f"Cannot create Kafka topic {name}: {_short_reason(error)}") from None
     return created
+
+
+def partition_count(settings: Settings, topic: str) -> int:
+    """How many partitions ``topic`` has (it must exist)."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(client_config(settings))
+    try:
+        metadata = admin.list_topics(topic, timeout=settings.kafka.request_timeout_seconds)
+    except KafkaException as error:
+        raise ServiceUnavailableError(
+            f"Cannot read topic {topic}: {_short_reason(error)}"
+        ) from None
+    found = metadata.topics.get(topic)
+    if found is None or found.error is not None or not found.partitions:
+        raise LlmtapError(f"Kafka topic {topic} does not exist")
+    return len(found.partitions)

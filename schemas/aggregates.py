@@ -1,10 +1,11 @@
 """Windowed aggregates and alert events: the records the stream layer emits (Kafka, ClickHouse).
 
-An :class:`Aggregate` is the state of one tumbling window for one group. The stream re-emits a
-window whenever spans change it, with a higher ``version``; the highest version is the current
-one (ClickHouse keeps it with ``ReplacingMergeTree(version)``), so a re-delivered record is
-harmless. ``source_partition`` is set on the per-partition partials that the merge stage
-combines, and is ``-1`` on merged aggregates.
+An :class:`Aggregate` is the state of one tumbling window for one group. On Kafka, a message
+value is a msgpack array of them (one message per batch and partition, not per window). The
+stream re-emits a window whenever spans change it, with a higher ``version``; the highest
+version is the current one (ClickHouse keeps it with ``ReplacingMergeTree(version)``), so a
+re-delivered record is harmless. ``source_partition`` is set on the per-partition partials that
+the merge stage combines, and is ``-1`` on merged aggregates.
 
 Money is decimal text, as on the span. The latency and time-to-first-token sketches are
 serialized DDSketch protobufs (relative accuracy 1 %), so windows and workers merge exactly and
@@ -123,6 +124,19 @@ def encode_aggregate(aggregate: Aggregate) -> bytes:
 
 def decode_aggregate(value: bytes) -> Aggregate:
     return _aggregate_decoder.decode(value)
+
+
+_aggregates_decoder = msgspec.msgpack.Decoder(list[Aggregate])
+
+
+def encode_aggregates(aggregates: list[Aggregate]) -> bytes:
+    """Several records in one value: the stream sends one message per batch and partition."""
+    return _aggregate_encoder.encode(aggregates)
+
+
+def decode_aggregates(value: bytes) -> list[Aggregate]:
+    """A value holding a list of records (what the aggregates topics carry)."""
+    return _aggregates_decoder.decode(value)
 
 
 def encode_alert(alert: AlertEvent) -> bytes:

@@ -616,6 +616,13 @@ class TrafficPlanner:
             attributes["gen_ai.request.stream"] = True
         if documents is not None:
             attributes["gen_ai.retrieval.documents"] = _json(list(documents))
+        # What the demo planted, so a reader can check what llmtap flags against the truth.
+        if interaction.ungrounded:
+            attributes["llmtap.demo.case"] = "ungrounded"
+        elif interaction.kind == "injection":
+            attributes["llmtap.demo.case"] = "injection"
+        elif interaction.drifted:
+            attributes["llmtap.demo.case"] = "drifted"
 
         if rng.random() < self.config.error_ratio:
             error_type, message = rng.choices(

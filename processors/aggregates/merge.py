@@ -9,6 +9,7 @@ version is the sum of the partial versions, which only grows as partials do.
 from __future__ import annotations
 
 import time
+import zlib
 from collections.abc import MutableMapping
 
 import msgspec
@@ -17,6 +18,7 @@ from llmtap.processors.aggregates.accumulator import Accumulator
 from llmtap.schemas.aggregates import Aggregate
 
 _EVICTION_INTERVAL_SECONDS = 30.0
+_BUCKET_SHARDS = 16
 
 
 class _Partials(msgspec.Struct):
@@ -25,45 +27,66 @@ class _Partials(msgspec.Struct):
 
 
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(_Partials)
+_decoder = msgspec.msgpack.Decoder(dict[str, _Partials])
+
+
+def merge_bucket_of(partition: int, window_key: str) -> str:
+    """Store key of a window's bucket: the partials partition it arrives on (its changelog
+    partition: a bucket must never be written from two), its window and a shard of its group."""
+    dimension_set, window_seconds, window_start, group = window_key.split("|", 3)
+    shard = zlib.crc32(group.encode()) % _BUCKET_SHARDS
+    return f"{partition}|{dimension_set}|{window_seconds}|{window_start}|#{shard}"
 
 
 class PartialMerger:
-    """``store`` (window key -> encoded partials) is the durable state, as for the windows."""
+    """``store`` (bucket -> encoded partials of its windows) is the durable state."""
 
     def __init__(self, store: MutableMapping[str, bytes], retention_seconds: int = 7200) -> None:
         self._store = store
         self._retention_seconds = retention_seconds
+        self._buckets: dict[str, dict[str, _Partials]] = {}
         self._newest_window_end = 0
         self._last_eviction = 0.0
 
     def process(
-        self, partials: list[Aggregate], now_seconds: float | None = None
+        self, partials: list[Aggregate], now_seconds: float | None = None, partition: int = 0
     ) -> list[Aggregate]:
-        """Apply a batch of partials; returns the merged aggregates that changed."""
+        """Apply partials that arrived on ``partition``; returns the merged aggregates changed.
+
+        Every partial of a window arrives on the same partition (they are routed by window).
+        """
         changed: dict[str, _Partials] = {}
+        dirty_buckets: set[str] = set()
         for partial in partials:
             key = partial.window_key
-            state = changed.get(key)
+            bucket_key = merge_bucket_of(partition, key)
+            bucket = self._bucket(bucket_key)
+            state = bucket.get(key)
             if state is None:
-                stored = self._store.get(key)
-                state = (
-                    _decoder.decode(stored)
-                    if stored
-                    else _Partials(partial.window_start + partial.window_seconds)
-                )
+                state = bucket[key] = _Partials(partial.window_start + partial.window_seconds)
             current = state.by_partition.get(partial.source_partition)
             if current is not None and current.version >= partial.version:
                 continue
             state.by_partition[partial.source_partition] = partial
             changed[key] = state
+            dirty_buckets.add(bucket_key)
             self._newest_window_end = max(self._newest_window_end, state.window_end)
-        merged = []
-        for key, state in changed.items():
-            self._store[key] = _encoder.encode(state)
-            merged.append(merge_partials(list(state.by_partition.values())))
+        for bucket_key in dirty_buckets:
+            self._store[bucket_key] = _encoder.encode(self._buckets[bucket_key])
+        merged = [merge_partials(list(state.by_partition.values())) for state in changed.values()]
         self._evict(time.time() if now_seconds is None else now_seconds)
         return merged
+
+    def forget(self) -> None:
+        """Drop the cache (after a rebalance): buckets are read again from the store."""
+        self._buckets.clear()
+
+    def _bucket(self, bucket_key: str) -> dict[str, _Partials]:
+        bucket = self._buckets.get(bucket_key)
+        if bucket is None:
+            stored = self._store.get(bucket_key)
+            bucket = self._buckets[bucket_key] = _decoder.decode(stored) if stored else {}
+        return bucket
 
     def _evict(self, now: float) -> None:
         if now - self._last_eviction < _EVICTION_INTERVAL_SECONDS:
@@ -71,9 +94,10 @@ class PartialMerger:
         self._last_eviction = now
         horizon = self._newest_window_end - self._retention_seconds
         for key in list(self._store.keys()):
-            parts = key.split("|", 3)
-            if len(parts) >= 3 and int(parts[2]) + int(parts[1]) < horizon:
+            parts = key.split("|", 4)
+            if len(parts) >= 4 and int(parts[3]) + int(parts[2]) < horizon:
                 self._store.pop(key, None)
+                self._buckets.pop(key, None)
 
 
 def merge_partials(partials: list[Aggregate]) -> Aggregate:

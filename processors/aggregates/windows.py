@@ -15,6 +15,7 @@ reported as final). Windows older than the retention are evicted.
 from __future__ import annotations
 
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 
@@ -24,8 +25,8 @@ from llmtap.processors.aggregates.accumulator import Accumulator, AggregateSpan
 from llmtap.schemas.aggregates import (
     MODEL_DIMENSIONS,
     Aggregate,
-    decode_aggregate,
-    encode_aggregate,
+    decode_aggregates,
+    encode_aggregates,
 )
 from llmtap.schemas.llm_span import LlmSpan
 
@@ -35,6 +36,7 @@ _NANOS = 1_000_000_000
 _MAX_FUTURE_SKEW_SECONDS = 300
 _CLOCK_KEY = "clock"
 _EVICTION_INTERVAL_SECONDS = 30.0
+_BUCKET_SHARDS = 16
 
 
 class _Clock(msgspec.Struct):
@@ -58,6 +60,18 @@ class _Partial:
     template: Aggregate
     accumulator: Accumulator
     offset: int  # highest source offset included (-1: none yet)
+    record: Aggregate | None = None  # as last stored
+
+
+def bucket_of(key: str) -> str:
+    """The store key of a partial's bucket: its partition, window, and a hash shard of its group.
+
+    State is stored per bucket, not per partial: a batch touching thousands of groups (users)
+    writes a few dozen changelog records, not thousands.
+    """
+    partition, dimension_set, window_seconds, window_start, group = key.split("|", 4)
+    shard = zlib.crc32(group.encode()) % _BUCKET_SHARDS
+    return f"{partition}|{dimension_set}|{window_seconds}|{window_start}|#{shard}"
 
 
 @dataclass
@@ -127,6 +141,7 @@ class WindowedAggregator:
         self._config = config
         self._store = store
         self._partials: dict[str, _Partial] = {}
+        self._buckets: dict[str, set[str]] = {}  # loaded bucket -> keys of its partials
         self._clocks: dict[int, int] = {}
         self._last_eviction: dict[int, float] = {}
 
@@ -161,6 +176,7 @@ class WindowedAggregator:
                 dirty[key] = partial
             if clock < start_seconds <= now + _MAX_FUTURE_SKEW_SECONDS:
                 self._clocks[partition] = start_seconds
+        dirty_buckets: set[str] = set()
         for key, partial in dirty.items():
             aggregate = partial.accumulator.to_aggregate(
                 partial.template,
@@ -168,8 +184,14 @@ class WindowedAggregator:
                 source_partition=_partition_of(key),
                 with_quantiles=False,
             )
-            self._store[key] = encode_aggregate(aggregate)
+            partial.record = aggregate
+            dirty_buckets.add(bucket_of(key))
             result.changed.append(aggregate)
+        for bucket in dirty_buckets:
+            members = [self._partials[key] for key in self._buckets[bucket]]
+            self._store[bucket] = encode_aggregates(
+                [member.record for member in members if member.record is not None]
+            )
         for partition in touched_partitions:
             self._store[f"{partition}|{_CLOCK_KEY}"] = _clock_encoder.encode(
                 _Clock(self._clocks[partition])
@@ -182,6 +204,8 @@ class WindowedAggregator:
         gone = {str(partition) for partition in partitions}
         for key in [key for key in self._partials if key.split("|", 1)[0] in gone]:
             del self._partials[key]
+        for bucket in [bucket for bucket in self._buckets if bucket.split("|", 1)[0] in gone]:
+            del self._buckets[bucket]
         for partition in partitions:
             self._clocks.pop(partition, None)
 
@@ -204,16 +228,28 @@ class WindowedAggregator:
         partial = self._partials.get(key)
         if partial is not None:
             return partial
-        stored = self._store.get(key)
-        if stored is not None:
-            aggregate = decode_aggregate(stored)
-            partial = _Partial(
-                template, Accumulator.from_aggregate(aggregate), aggregate.version - 1
-            )
-        else:
-            partial = _Partial(template, Accumulator(template.dimension_set != "user"), -1)
+        bucket = bucket_of(key)
+        if bucket not in self._buckets:
+            self._load(bucket, _partition_of(key))
+            partial = self._partials.get(key)
+            if partial is not None:
+                return partial
+        partial = _Partial(template, Accumulator(template.dimension_set != "user"), -1)
         self._partials[key] = partial
+        self._buckets[bucket].add(key)
         return partial
+
+    def _load(self, bucket: str, partition: int) -> None:
+        """Decode a stored bucket (after a restart or a rebalance) into the cache."""
+        members: set[str] = set()
+        stored = self._store.get(bucket)
+        for aggregate in decode_aggregates(stored) if stored else []:
+            key = f"{partition}|{aggregate.window_key}"
+            self._partials[key] = _Partial(
+                aggregate, Accumulator.from_aggregate(aggregate), aggregate.version - 1, aggregate
+            )
+            members.add(key)
+        self._buckets[bucket] = members
 
     def _clock(self, partition: int) -> int:
         clock = self._clocks.get(partition)
@@ -237,7 +273,8 @@ class WindowedAggregator:
                 continue
             window_seconds, window_start = int(parts[2]), int(parts[3])
             if window_start + window_seconds < horizon:
-                self._partials.pop(key, None)
+                for member in self._buckets.pop(key, set()):
+                    self._partials.pop(member, None)
                 self._store.pop(key, None)
                 evicted.append(key)
         return evicted

@@ -134,8 +134,8 @@ class DriftConfig(BaseModel):
         default=2_000,
         ge=1,
         description=(
-            "Keys tracked at once; the least recently seen is dropped. A key holds about 2.6 MB "
-            "with 384-d embeddings and the default sizes (reservoir + window, two kinds)."
+            "Keys tracked at once; the least recently seen is dropped. A key holds about 2.7 MB "
+            "with 384-d prompt and completion embeddings and the default sizes."
         ),
     )
     pending_embeddings: int = Field(

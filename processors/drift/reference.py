@@ -108,6 +108,11 @@ class Reference:
         return self.size if self.trailing else self.events
 
     @property
+    def total(self) -> Array:
+        """Sum of every row the running sums cover (one-hot rows: exact category counts)."""
+        return self._sum
+
+    @property
     def mean(self) -> Array:
         return self._sum / max(self.count, 1)
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import zlib
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -36,16 +37,16 @@ import msgspec
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from llmtap.heartbeat import Heartbeat
-from llmtap.kafka import ensure_topics, resolve_bootstrap_servers
+from llmtap.kafka import ensure_topics, partition_count, resolve_bootstrap_servers
 from llmtap.processors.aggregates.accumulator import AggregateSpan, decode_aggregate_span
 from llmtap.processors.aggregates.merge import PartialMerger
 from llmtap.processors.aggregates.windows import WindowConfig, WindowedAggregator
 from llmtap.processors.stream.table_store import FaustTableStore
 from llmtap.schemas.aggregates import (
     AlertEvent,
-    decode_aggregate,
+    decode_aggregates,
     decode_alert,
-    encode_aggregate,
+    encode_aggregates,
     encode_alert,
 )
 from llmtap.schemas.drift import decode_drift_result
@@ -101,6 +102,8 @@ class StreamApp:
         self._progress = progress or (lambda message: None)
         self.telemetry = ComponentTelemetry("stream")
         self._heartbeat = Heartbeat(settings.data_dir, "stream")
+        # Until start() reads the topic's real partition count (an operator may have made it).
+        self._partial_partitions = settings.topics.partitions
         self.app = self._build_app()
         self.evaluations = 0
 
@@ -121,6 +124,9 @@ class StreamApp:
                 scores_topic(topics.scores, topics.partitions),
                 drift_topic(topics.drift, topics.partitions),
             ],
+        )
+        self._partial_partitions = await asyncio.to_thread(
+            partition_count, settings, topics.aggregate_partials
         )
         await self.app.start()
         self._progress(
@@ -217,9 +223,17 @@ class StreamApp:
                 result = aggregator.process(records)
                 if result.late_spans:
                     telemetry.discarded(result.late_spans, "late")
+                # One message per destination partition and batch, not one per window: the
+                # per-message cost of the Python Kafka client is the stream's bottleneck.
+                by_destination: dict[int, list[Any]] = defaultdict(list)
                 for partial in result.changed:
+                    destination = zlib.crc32(partial.window_key.encode()) % self._partial_partitions
+                    by_destination[destination].append(partial)
+                for destination, items in by_destination.items():
                     await partials.send(
-                        key=partial.window_key.encode(), value=encode_aggregate(partial)
+                        key=str(destination).encode(),
+                        value=encode_aggregates(items),
+                        partition=destination,
                     )
                 telemetry.sent(len(result.changed))
 
@@ -228,13 +242,13 @@ class StreamApp:
             async for events in stream.take_events(batch_size, within=batch_wait):
                 by_partition: dict[int, list[Any]] = defaultdict(list)
                 for event in events:
-                    by_partition[event.message.partition].append(decode_aggregate(event.value))
+                    by_partition[event.message.partition].extend(decode_aggregates(event.value))
+                merged_batch = []
                 for partition, batch in by_partition.items():
                     merge_partition.value = partition
-                    for merged in merger.process(batch):
-                        await aggregates.send(
-                            key=merged.window_key.encode(), value=encode_aggregate(merged)
-                        )
+                    merged_batch.extend(merger.process(batch, partition=partition))
+                if merged_batch:
+                    await aggregates.send(key=b"batch", value=encode_aggregates(merged_batch))
 
         evaluator = self._evaluator
 
@@ -248,7 +262,8 @@ class StreamApp:
                     continue
                 for event in events:
                     if event.message.topic == topics.aggregates:
-                        evaluator.observe_aggregate(decode_aggregate(event.value))
+                        for aggregate in decode_aggregates(event.value):
+                            evaluator.observe_aggregate(aggregate)
                     else:
                         _observe_signal(evaluator, event.value)
 

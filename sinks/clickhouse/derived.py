@@ -27,7 +27,7 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer
 from llmtap.clickhouse import open_client
 from llmtap.heartbeat import Heartbeat
 from llmtap.kafka import consumer_config, ensure_topics, producer_config
-from llmtap.schemas.aggregates import Aggregate, AlertEvent, decode_aggregate, decode_alert
+from llmtap.schemas.aggregates import Aggregate, AlertEvent, decode_aggregates, decode_alert
 from llmtap.schemas.scores import decode_embedding, decode_score
 from llmtap.schemas.topics import (
     Header,
@@ -135,10 +135,13 @@ class Table:
 
 
 def aggregate_rows(value: bytes) -> list[tuple[str, Row]]:
-    aggregate = decode_aggregate(value)
-    if aggregate.dimension_set == "user":
-        return [("llm_user_aggregates", _user_aggregate_row(aggregate))]
-    return [("llm_aggregates", _aggregate_row(aggregate))]
+    rows: list[tuple[str, Row]] = []
+    for aggregate in decode_aggregates(value):
+        if aggregate.dimension_set == "user":
+            rows.append(("llm_user_aggregates", _user_aggregate_row(aggregate)))
+        else:
+            rows.append(("llm_aggregates", _aggregate_row(aggregate)))
+    return rows
 
 
 def _window_start(aggregate: Aggregate) -> datetime:

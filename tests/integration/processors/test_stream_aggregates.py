@@ -22,7 +22,7 @@ from confluent_kafka import Consumer
 from llmtap.clickhouse_dsn import ClickHouseTarget
 from llmtap.dev.kafka_broker import BrokerState
 from llmtap.processors.stream.app import StreamApp
-from llmtap.schemas.aggregates import Aggregate, decode_aggregate
+from llmtap.schemas.aggregates import Aggregate, decode_aggregates
 from llmtap.schemas.llm_span import Cost, LlmSpan, TokenUsage
 from llmtap.settings import Settings
 from llmtap.sinks.clickhouse.derived import DerivedSink
@@ -193,10 +193,10 @@ class AggregateReader:
         while time.monotonic() < deadline:
             for message in self._consumer.consume(1000, 0.2):
                 if message.error() is None:
-                    aggregate = decode_aggregate(message.value() or b"")
-                    current = self.latest.get(aggregate.window_key)
-                    if current is None or current.version < aggregate.version:
-                        self.latest[aggregate.window_key] = aggregate
+                    for aggregate in decode_aggregates(message.value() or b""):
+                        current = self.latest.get(aggregate.window_key)
+                        if current is None or current.version < aggregate.version:
+                            self.latest[aggregate.window_key] = aggregate
 
     def wait_for(self, expected: dict[tuple[Any, ...], Any], timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -169,31 +169,38 @@ def test_replays_and_duplicate_partials_count_every_span_once(seed: int, first_b
 
 def test_late_spans_are_counted_not_merged() -> None:
     rng = random.Random(1)
-    store: dict[str, bytes] = {}
-    aggregator = WindowedAggregator(WindowConfig(grace_seconds=60), store)
+    aggregator = WindowedAggregator(WindowConfig(grace_seconds=60), {})
     old_minute = NOW - NOW % 60 - 600
-    on_time = make_span(rng, old_minute + 5, user_id=None)
-    recent = make_span(rng, NOW, user_id=None)
-    late = make_span(rng, old_minute + 10, user_id=None)
-    aggregator.process([(0, 0, on_time), (0, 1, recent), (0, 2, late)], now_seconds=NOW)
-    minute = (
-        decode_aggregate(
-            store[
-                f"0|model|60|{old_minute}|default|{on_time.service_name}||openai|{on_time.request_model}|chat|"
-            ]
-        )
-        if on_time.service_name == late.service_name and on_time.request_model == late.request_model
-        else None
+    fields = {"user_id": None, "service_name": "chat", "request_model": "gpt-4o"}
+    on_time = make_span(rng, old_minute + 5, **fields)
+    recent = make_span(rng, NOW, **fields)
+    late = make_span(rng, old_minute + 10, **fields)
+    result = aggregator.process([(0, 0, on_time), (0, 1, recent), (0, 2, late)], now_seconds=NOW)
+    (minute,) = [
+        a for a in result.changed if a.window_seconds == 60 and a.window_start == old_minute
+    ]
+    assert minute.requests == 1
+    assert minute.late_spans == 1
+    assert result.late_spans >= 1
+
+
+def test_state_survives_a_restart_through_the_store() -> None:
+    rng = random.Random(4)
+    store: dict[str, bytes] = {}
+    spans = [make_span(rng, NOW - rng.randint(0, 30)) for _ in range(300)]
+    first = WindowedAggregator(WindowConfig(), store)
+    first.process([(0, offset, span) for offset, span in enumerate(spans[:200])], NOW)
+    assert len(store) < 100  # bucketed: far fewer stored records than windows x groups
+    again = WindowedAggregator(WindowConfig(), store)  # a new worker, same changelog
+    result = again.process(
+        [(0, offset, span) for offset, span in enumerate(spans) if offset >= 150], NOW
     )
-    hourly = [decode_aggregate(v) for k, v in store.items() if "|3600|" in k]
-    assert (
-        sum(a.late_spans for a in hourly)
-        + sum(decode_aggregate(v).late_spans for k, v in store.items() if "|60|" in k)
-        >= 1
-    )
-    if minute is not None:
-        assert minute.requests == 1
-        assert minute.late_spans == 1
+    minutes = [a for a in result.changed if a.dimension_set == "model" and a.window_seconds == 60]
+    assert result.skipped_replayed > 0
+    latest_state = WindowedAggregator(WindowConfig(), store)
+    final = latest_state.process([(0, 10_000, make_span(rng, NOW, user_id=None))], NOW)
+    assert final.changed
+    assert minutes
 
 
 def test_accumulator_round_trips_through_the_record() -> None:
