@@ -131,6 +131,8 @@ def up(state: CliState, duration_seconds: float | None, demo: bool, demo_rate: f
         roles = ["collector", "processor", "sink"] + (["web"] if settings.web.enabled else [])
         if demo and settings.processor.alerts.rules_file is None:
             settings = _with_demo_alert_rules(settings)
+        if demo and not settings.processor.drift.model_fields_set:
+            settings = _with_demo_drift_windows(settings)
         asyncio.run(_serve_roles(settings, roles, duration_seconds, demo_rate if demo else None))
     finally:
         progress("stopping")
@@ -149,6 +151,28 @@ def _with_demo_alert_rules(settings: Settings) -> Settings:
     alerts = settings.processor.alerts.model_copy(update={"rules_file": rules_file})
     processor = settings.processor.model_copy(update={"alerts": alerts})
     progress(f"demo   alert rules {rules_file}")
+    return settings.model_copy(update={"processor": processor})
+
+
+def _with_demo_drift_windows(settings: Settings) -> Settings:
+    """Small drift windows, so the demo's scheduled drift shows within a minute or two.
+
+    Production defaults (1,000 reference events, 200-event windows per service, model and
+    prompt version) need far more traffic than a demo sends. Only when the user set no drift
+    setting at all.
+    """
+    drift = settings.processor.drift.model_copy(
+        update={
+            "key_dimensions": ("tenant", "service_name"),
+            "reference_policy": "fixed",
+            "reference_events": 60,
+            "window_events": 30,
+            "min_window_events": 20,
+            "window_seconds": 60.0,
+        }
+    )
+    processor = settings.processor.model_copy(update={"drift": drift})
+    progress("demo   drift windows: 60 reference events, 30-event windows per service")
     return settings.model_copy(update={"processor": processor})
 
 

@@ -160,18 +160,25 @@ def ensure_topics(settings: Settings, specs: list[TopicSpec]) -> list[str]:
 
 
 def partition_count(settings: Settings, topic: str) -> int:
-    """How many partitions ``topic`` has (it must exist)."""
+    """How many partitions ``topic`` has; waits a little for a topic created a moment ago."""
+    import time
+
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient(client_config(settings))
-    try:
-        metadata = admin.list_topics(topic, timeout=settings.kafka.request_timeout_seconds)
-    except KafkaException as error:
-        raise ServiceUnavailableError(
-            f"Cannot read topic {topic}: {_short_reason(error)}"
-        ) from None
-    found = metadata.topics.get(topic)
-    if found is None or found.error is not None or not found.partitions:
-        raise LlmtapError(f"Kafka topic {topic} does not exist")
-    return len(found.partitions)
+    timeout = settings.kafka.request_timeout_seconds
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            metadata = admin.list_topics(topic, timeout=timeout)
+        except KafkaException as error:
+            raise ServiceUnavailableError(
+                f"Cannot read topic {topic}: {_short_reason(error)}"
+            ) from None
+        found = metadata.topics.get(topic)
+        if found is not None and found.error is None and found.partitions:
+            return len(found.partitions)
+        if time.monotonic() >= deadline:
+            raise LlmtapError(f"Kafka topic {topic} does not exist")
+        time.sleep(0.2)

@@ -25,7 +25,7 @@ class RiskConfig(BaseModel):
     )
     model_path: Path | None = Field(
         default=None,
-        description="Folder of a sentence-transformers model; default: the shipped all-MiniLM-L6-v2.",
+        description="Folder of a sentence-transformers model (default: shipped all-MiniLM-L6-v2).",
     )
     weights_file: Path | None = Field(
         default=None,

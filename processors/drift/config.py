@@ -2,7 +2,7 @@
 
 The defaults are the configuration measured in ``bench/drift.py`` and documented in
 ``docs/drift.md``: windows of 200 events (or 5 minutes), a 500-event reference sample, 200
-permutations, p < 0.01 confirmed by MMD, two consecutive windows before ``drifted`` is set.
+permutations, p < 0.01 confirmed by MMD, three consecutive windows before ``drifted`` is set.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ class DriftConfig(BaseModel):
         description="Permutations of the chi-square p-value (hypergeometric draws: cheap).",
     )
     consecutive_windows: int = Field(
-        default=2,
+        default=3,
         ge=1,
         le=100,
         description="A result is drifted only when this many consecutive windows passed.",

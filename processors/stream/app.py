@@ -168,12 +168,12 @@ class StreamApp:
             broker_heartbeat_interval=1.0,
             table_cleanup_interval=3600.0,
         )
-        raw = {"key_type": bytes, "value_type": bytes, "value_serializer": "raw"}
-        spans = app.topic(topics.normalized_spans, **raw)  # type: ignore[arg-type]
-        partials = app.topic(topics.aggregate_partials, **raw)  # type: ignore[arg-type]
-        aggregates = app.topic(topics.aggregates, **raw)  # type: ignore[arg-type]
-        alerts = app.topic(topics.alerts, **raw)  # type: ignore[arg-type]
-        signals = app.topic(topics.alert_signals, **raw)  # type: ignore[arg-type]
+        raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "value_serializer": "raw"}
+        spans = app.topic(topics.normalized_spans, **raw)
+        partials = app.topic(topics.aggregate_partials, **raw)
+        aggregates = app.topic(topics.aggregates, **raw)
+        alerts = app.topic(topics.alerts, **raw)
+        signals = app.topic(topics.alert_signals, **raw)
         # bytes keys and values: faust then uses its "raw" codec for the changelog too.
         table_options: dict[str, Any] = {"key_type": bytes, "value_type": bytes}
         window_table = app.Table("aggregate-windows", partitions=topics.partitions, **table_options)

@@ -128,6 +128,7 @@ TABLES = {
     "drift_results",
     "alerts",
     "dead_letters",
+    "llm_user_aggregates",  # 0004
 }
 
 
@@ -390,6 +391,7 @@ def test_retention_ttl_follows_the_setting(
         "drift_results": "toDateTime(window_end) + toIntervalDay(30)",
         "alerts": "toDateTime(fired_at) + toIntervalDay(30)",
         "dead_letters": "toDateTime(received_at) + toIntervalDay(30)",
+        "llm_user_aggregates": "toDateTime(window_start) + toIntervalDay(30)",
     }
 
     messages: list[str] = []
