@@ -161,14 +161,17 @@ def _with_demo_drift_windows(settings: Settings) -> Settings:
     prompt version) need far more traffic than a demo sends. Only when the user set no drift
     setting at all.
     """
-    drift = settings.processor.drift.model_copy(
-        update={
+    drift = type(settings.processor.drift).model_validate(
+        {
+            **settings.processor.drift.model_dump(),
             "key_dimensions": ("tenant", "service_name"),
             "reference_policy": "fixed",
             "reference_events": 60,
+            "reservoir_size": 60,
             "window_events": 30,
             "min_window_events": 20,
             "window_seconds": 60.0,
+            "consecutive_windows": 2,
         }
     )
     processor = settings.processor.model_copy(update={"drift": drift})
