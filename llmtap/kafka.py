@@ -182,3 +182,35 @@ def partition_count(settings: Settings, topic: str) -> int:
         if time.monotonic() >= deadline:
             raise LlmtapError(f"Kafka topic {topic} does not exist")
         time.sleep(0.2)
+
+
+def produce_with_backpressure(
+    producer: Any,
+    topic: str,
+    value: bytes,
+    key: bytes | None,
+    headers: list[tuple[str, Any]] | None = None,
+) -> None:
+    """``producer.produce``, waiting for deliveries to drain while the local queue is full."""
+    while True:
+        try:
+            producer.produce(topic, value=value, key=key, headers=headers)
+            return
+        except BufferError:
+            producer.poll(0.1)
+
+
+def rewind_to_committed(consumer: Any) -> None:
+    """Seek every assigned partition back to its committed offset (after an aborted transaction:
+    the batch is read again)."""
+    import time
+
+    from confluent_kafka import TopicPartition
+
+    assignment = consumer.assignment()
+    if not assignment:
+        return
+    for partition in consumer.committed(assignment, timeout=30):
+        offset = partition.offset if partition.offset >= 0 else 0  # never committed: start over
+        consumer.seek(TopicPartition(partition.topic, partition.partition, offset))
+    time.sleep(0.1)

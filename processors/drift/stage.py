@@ -25,13 +25,18 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
 
 import msgspec
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from llmtap.heartbeat import Heartbeat
-from llmtap.kafka import consumer_config, ensure_topics, producer_config
+from llmtap.kafka import (
+    consumer_config,
+    ensure_topics,
+    produce_with_backpressure,
+    producer_config,
+    rewind_to_committed,
+)
 from llmtap.processors.drift.detector import DriftDetector
 from llmtap.processors.drift.join import SpanJoin
 from llmtap.schemas.drift import DriftResult, drift_result_key, encode_drift_result
@@ -152,7 +157,7 @@ class DriftStage:
                 else:
                     results += self._process_span(producer, message, value)
             for result in results:
-                _produce(
+                produce_with_backpressure(
                     producer,
                     self._settings.topics.drift,
                     encode_drift_result(result),
@@ -175,7 +180,7 @@ class DriftStage:
             producer.abort_transaction(60)
             # The state took events that will be read again: start over from the offsets.
             self._reset_state()
-            _rewind_to_committed(consumer)
+            rewind_to_committed(consumer)
 
     def _process_span(
         self, producer: Producer, message: Message, value: bytes
@@ -247,29 +252,6 @@ class DriftStage:
             ("llmtap.dead_letter.source_partition", str(message.partition()).encode()),
             ("llmtap.dead_letter.source_offset", str(message.offset()).encode()),
         ]
-        _produce(producer, self._settings.topics.dead_letter, value, message.key(), headers)
-
-
-def _produce(
-    producer: Producer,
-    topic: str,
-    value: bytes,
-    key: bytes | None,
-    headers: list[tuple[str, Any]] | None = None,
-) -> None:
-    while True:
-        try:
-            producer.produce(topic, value=value, key=key, headers=headers)
-            return
-        except BufferError:
-            producer.poll(0.1)  # the local queue is full: let deliveries drain
-
-
-def _rewind_to_committed(consumer: Consumer) -> None:
-    assignment = consumer.assignment()
-    if not assignment:
-        return
-    for partition in consumer.committed(assignment, timeout=30):
-        offset = partition.offset if partition.offset >= 0 else 0  # never committed: start over
-        consumer.seek(TopicPartition(partition.topic, partition.partition, offset))
-    time.sleep(0.1)
+        produce_with_backpressure(
+            producer, self._settings.topics.dead_letter, value, message.key(), headers
+        )

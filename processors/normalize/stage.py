@@ -32,7 +32,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from llmtap.heartbeat import Heartbeat
-from llmtap.kafka import consumer_config, ensure_topics, producer_config
+from llmtap.kafka import (
+    consumer_config,
+    ensure_topics,
+    produce_with_backpressure,
+    producer_config,
+    rewind_to_committed,
+)
 from llmtap.processors.normalize.genai_events import (
     EventJoiner,
     SourcePosition,
@@ -194,7 +200,7 @@ class NormalizerStage:
             self._joiner.clear()
             self._replays.clear()
             self._metadata_read.clear()
-            _rewind_to_committed(consumer)
+            rewind_to_committed(consumer)
 
     def _process_message(self, producer: Producer, message: Message) -> None:
         headers = dict(message.headers() or [])
@@ -265,7 +271,7 @@ class NormalizerStage:
         for replay in self._replays.values():
             if replay.held is not None:
                 replay.held.discard(span.span_id)
-        _produce(
+        produce_with_backpressure(
             producer, self._settings.topics.normalized_spans, encode_span(span), span_key(span)
         )
         self.telemetry.sent(1)
@@ -286,7 +292,7 @@ class NormalizerStage:
                     ("llmtap.dead_letter.source_partition", str(position.partition).encode()),
                     ("llmtap.dead_letter.source_offset", str(position.offset).encode()),
                 ]
-            _produce(
+            produce_with_backpressure(
                 producer,
                 self._settings.topics.dead_letter,
                 records_request([record]).SerializeToString(),
@@ -401,22 +407,9 @@ class NormalizerStage:
             ("llmtap.dead_letter.source_partition", str(message.partition()).encode()),
             ("llmtap.dead_letter.source_offset", str(message.offset()).encode()),
         ]
-        _produce(producer, self._settings.topics.dead_letter, value, message.key(), headers)
-
-
-def _produce(
-    producer: Producer,
-    topic: str,
-    value: bytes,
-    key: bytes | None,
-    headers: list[tuple[str, Any]] | None = None,
-) -> None:
-    while True:
-        try:
-            producer.produce(topic, value=value, key=key, headers=headers)
-            return
-        except BufferError:
-            producer.poll(0.1)  # the local queue is full: let deliveries drain
+        produce_with_backpressure(
+            producer, self._settings.topics.dead_letter, value, message.key(), headers
+        )
 
 
 def _position(message: Message) -> SourcePosition:
@@ -428,13 +421,3 @@ def _header_text(headers: dict[str, Any], name: Header) -> str | None:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return None
-
-
-def _rewind_to_committed(consumer: Consumer) -> None:
-    assignment = consumer.assignment()
-    if not assignment:
-        return
-    for partition in consumer.committed(assignment, timeout=30):
-        offset = partition.offset if partition.offset >= 0 else 0  # never committed: start over
-        consumer.seek(TopicPartition(partition.topic, partition.partition, offset))
-    time.sleep(0.1)

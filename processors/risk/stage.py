@@ -17,16 +17,20 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import uuid
 from collections.abc import Callable
-from typing import Any
 
 import msgspec
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 
 from llmtap.heartbeat import Heartbeat
-from llmtap.kafka import consumer_config, ensure_topics, producer_config
+from llmtap.kafka import (
+    consumer_config,
+    ensure_topics,
+    produce_with_backpressure,
+    producer_config,
+    rewind_to_committed,
+)
 from llmtap.processors.risk.scorer import RiskScorer
 from llmtap.schemas.llm_span import LlmSpan, decode_span
 from llmtap.schemas.scores import encode_embedding, encode_score, score_key
@@ -141,9 +145,11 @@ class RiskStage:
             )
             topics = self._settings.topics
             for score in scores:
-                _produce(producer, topics.scores, encode_score(score), score_key(score))
+                produce_with_backpressure(
+                    producer, topics.scores, encode_score(score), score_key(score)
+                )
             for embedding in embeddings:
-                _produce(
+                produce_with_backpressure(
                     producer, topics.embeddings, encode_embedding(embedding), score_key(embedding)
                 )
             self.telemetry.sent(len(scores))
@@ -163,7 +169,7 @@ class RiskStage:
             logger.warning("risk transaction aborted, the batch will be read again: %s", error)
             self.telemetry.error(Stage.SENDING, "transaction_aborted")
             producer.abort_transaction(60)
-            _rewind_to_committed(consumer)
+            rewind_to_committed(consumer)
 
     def _dead_letter(self, producer: Producer, message: Message, value: bytes, reason: str) -> None:
         self.telemetry.discarded(1, "dead_letter")
@@ -179,29 +185,6 @@ class RiskStage:
             ("llmtap.dead_letter.source_partition", str(message.partition()).encode()),
             ("llmtap.dead_letter.source_offset", str(message.offset()).encode()),
         ]
-        _produce(producer, self._settings.topics.dead_letter, value, message.key(), headers)
-
-
-def _produce(
-    producer: Producer,
-    topic: str,
-    value: bytes,
-    key: bytes | None,
-    headers: list[tuple[str, Any]] | None = None,
-) -> None:
-    while True:
-        try:
-            producer.produce(topic, value=value, key=key, headers=headers)
-            return
-        except BufferError:
-            producer.poll(0.1)  # the local queue is full: let deliveries drain
-
-
-def _rewind_to_committed(consumer: Consumer) -> None:
-    assignment = consumer.assignment()
-    if not assignment:
-        return
-    for partition in consumer.committed(assignment, timeout=30):
-        offset = partition.offset if partition.offset >= 0 else 0  # never committed: start over
-        consumer.seek(TopicPartition(partition.topic, partition.partition, offset))
-    time.sleep(0.1)
+        produce_with_backpressure(
+            producer, self._settings.topics.dead_letter, value, message.key(), headers
+        )
