@@ -95,7 +95,7 @@ def cli(
 @click.option(
     "--demo-rate",
     type=click.FloatRange(min=0, min_open=True),
-    default=5.0,
+    default=20.0,
     show_default=True,
     help="Spans per second of the demo traffic.",
 )
