@@ -36,6 +36,8 @@ def kafka_lag(settings: Settings) -> list[StageLag]:
         ("aggregate", settings.topics.normalized_spans, settings.processor.stream.app_id),
         ("merge", settings.topics.aggregate_partials, settings.processor.stream.app_id),
         ("sink-derived", settings.topics.aggregates, settings.sink.derived_consumer_group),
+        ("risk", settings.topics.normalized_spans, settings.processor.risk.consumer_group),
+        ("drift", settings.topics.normalized_spans, settings.processor.drift.consumer_group),
     ]
     timeout = settings.kafka.request_timeout_seconds
     results = []
