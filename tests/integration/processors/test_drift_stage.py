@@ -46,7 +46,8 @@ DRIFT = {
 }
 REFERENCE_WINDOWS = 2  # quiet windows after the reference, before the shift
 SHIFTED_WINDOWS = 3
-BASE_SECONDS = 1_760_000_000
+# Recent: drift_results rows older than the retention (30 days) are dropped at insert.
+BASE_SECONDS = (int(time.time()) // 3600 - 2) * 3600
 
 COOKING = [
     "How long should I {verb} {food} at {number} degrees?",
