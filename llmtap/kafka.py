@@ -214,3 +214,22 @@ def rewind_to_committed(consumer: Any) -> None:
         offset = partition.offset if partition.offset >= 0 else 0  # never committed: start over
         consumer.seek(TopicPartition(partition.topic, partition.partition, offset))
     time.sleep(0.1)
+
+
+def dead_letter_headers(
+    message: Any, reason: str, stage: str, *, keep_source_headers: bool = True
+) -> list[tuple[str, Any]]:
+    """Headers of a dead letter for a consumed ``message``: why, which stage, where it was read.
+
+    ``keep_source_headers`` keeps the message's own headers first (tenant, encoding, ...).
+    """
+    from llmtap.schemas.topics import Header
+
+    return [
+        *((message.headers() or []) if keep_source_headers else []),
+        (Header.DEAD_LETTER_REASON.value, reason[:2000].encode()),
+        (Header.DEAD_LETTER_STAGE.value, stage.encode()),
+        (Header.DEAD_LETTER_SOURCE_TOPIC.value, str(message.topic()).encode()),
+        ("llmtap.dead_letter.source_partition", str(message.partition()).encode()),
+        ("llmtap.dead_letter.source_offset", str(message.offset()).encode()),
+    ]

@@ -32,6 +32,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from llmtap.heartbeat import Heartbeat
 from llmtap.kafka import (
     consumer_config,
+    dead_letter_headers,
     ensure_topics,
     produce_with_backpressure,
     producer_config,
@@ -43,7 +44,6 @@ from llmtap.schemas.drift import DriftResult, drift_result_key, encode_drift_res
 from llmtap.schemas.llm_span import decode_span
 from llmtap.schemas.scores import decode_embedding
 from llmtap.schemas.topics import (
-    Header,
     dead_letter_topic,
     drift_topic,
     embeddings_topic,
@@ -244,14 +244,7 @@ class DriftStage:
         logger.warning(
             "%s[%s]@%s: %s", message.topic(), message.partition(), message.offset(), reason[:500]
         )
-        headers = [
-            *(message.headers() or []),
-            (Header.DEAD_LETTER_REASON.value, reason[:2000].encode()),
-            (Header.DEAD_LETTER_STAGE.value, STAGE_NAME.encode()),
-            (Header.DEAD_LETTER_SOURCE_TOPIC.value, str(message.topic()).encode()),
-            ("llmtap.dead_letter.source_partition", str(message.partition()).encode()),
-            ("llmtap.dead_letter.source_offset", str(message.offset()).encode()),
-        ]
+        headers = dead_letter_headers(message, reason, STAGE_NAME)
         produce_with_backpressure(
             producer, self._settings.topics.dead_letter, value, message.key(), headers
         )

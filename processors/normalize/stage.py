@@ -34,6 +34,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from llmtap.heartbeat import Heartbeat
 from llmtap.kafka import (
     consumer_config,
+    dead_letter_headers,
     ensure_topics,
     produce_with_backpressure,
     producer_config,
@@ -399,14 +400,7 @@ class NormalizerStage:
     def _dead_letter(self, producer: Producer, message: Message, value: bytes, reason: str) -> None:
         self.telemetry.discarded(1, "dead_letter")
         self.telemetry.error(Stage.PROCESSING, "normalize")
-        headers = [
-            *(message.headers() or []),
-            (Header.DEAD_LETTER_REASON.value, reason[:2000].encode()),
-            (Header.DEAD_LETTER_STAGE.value, b"normalizer"),
-            (Header.DEAD_LETTER_SOURCE_TOPIC.value, str(message.topic()).encode()),
-            ("llmtap.dead_letter.source_partition", str(message.partition()).encode()),
-            ("llmtap.dead_letter.source_offset", str(message.offset()).encode()),
-        ]
+        headers = dead_letter_headers(message, reason, "normalizer")
         produce_with_backpressure(
             producer, self._settings.topics.dead_letter, value, message.key(), headers
         )

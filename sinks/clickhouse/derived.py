@@ -26,11 +26,10 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer
 
 from llmtap.clickhouse import open_client
 from llmtap.heartbeat import Heartbeat
-from llmtap.kafka import consumer_config, ensure_topics, producer_config
+from llmtap.kafka import consumer_config, dead_letter_headers, ensure_topics, producer_config
 from llmtap.schemas.aggregates import Aggregate, AlertEvent, decode_aggregates, decode_alert
 from llmtap.schemas.scores import decode_embedding, decode_score
 from llmtap.schemas.topics import (
-    Header,
     TopicSpec,
     aggregates_topic,
     alerts_topic,
@@ -454,13 +453,7 @@ class DerivedSink:
             self._settings.topics.dead_letter,
             value=message.value(),
             key=message.key(),
-            headers=[
-                (Header.DEAD_LETTER_REASON.value, reason[:2000].encode()),
-                (Header.DEAD_LETTER_STAGE.value, b"sink"),
-                (Header.DEAD_LETTER_SOURCE_TOPIC.value, str(message.topic()).encode()),
-                ("llmtap.dead_letter.source_partition", str(message.partition()).encode()),
-                ("llmtap.dead_letter.source_offset", str(message.offset()).encode()),
-            ],
+            headers=dead_letter_headers(message, reason, "sink", keep_source_headers=False),
         )
 
 
