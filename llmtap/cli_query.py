@@ -1,7 +1,8 @@
 """``llmtap query``: cost, latency, risk, drift and alerts from ClickHouse, as tables, JSON or CSV.
 
 Every query is parameterised (``{name:Type}``); the only text put into SQL is a column name from
-a fixed allow-list (``--by``), so no option value reaches the SQL text.
+a fixed allow-list (``--by``), so no option value reaches the SQL text. ``--tenant`` limits every
+statement of a command to one tenant (the same ``{tenant:String}`` filter on each table read).
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ _ALERT_GROUPS = {
     "state": "state",
 }
 HIGH_RISK = 0.7
+# Every statement carries it; an empty --tenant matches every tenant.
+_TENANT_FILTER = "({tenant:String} = '' OR tenant = {tenant:String})"
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,12 @@ def _query_options(
                 show_default=True,
                 help="At most this many rows.",
             ),
+            click.option(
+                "--tenant",
+                default="",
+                metavar="TENANT",
+                help="Only this tenant's rows (every table the command reads); default: all.",
+            ),
         ]
         for option in reversed(options):
             function = option(function)
@@ -142,10 +151,20 @@ class _Range:
 
 def _time_range(since: str, until: str) -> _Range:
     now = time.time()
-    since_ms, until_ms = parse_time(since, now), parse_time(until, now)
+    since_ms, until_ms = _moment(since, now, "--since"), _moment(until, now, "--until")
     if since_ms >= until_ms:
         raise click.BadParameter(f"--since {since!r} is not before --until {until!r}")
     return _Range(since_ms, until_ms)
+
+
+def _moment(text: str, now: float, option: str) -> int:
+    try:
+        milliseconds = parse_time(text, now)
+    except (ValueError, OverflowError):  # a duration with more digits than a number may have
+        raise click.BadParameter("is not a time llmtap can use", param_hint=option) from None
+    if not 0 <= milliseconds < 2**53:  # the queries take Int64 milliseconds since 1970
+        raise click.BadParameter("is before 1970 or too far ahead", param_hint=option)
+    return milliseconds
 
 
 def _groups(by: Sequence[str], allowed: dict[str, str], default: str | None) -> list[str]:
@@ -219,7 +238,13 @@ def query() -> None:
 @_query_options("model", [*_AGGREGATE_GROUPS, "user"])
 @click.pass_obj
 def cost(
-    obj: Any, since: str, until: str, by: tuple[str, ...], output_format: str, limit: int
+    obj: Any,
+    since: str,
+    until: str,
+    by: tuple[str, ...],
+    output_format: str,
+    limit: int,
+    tenant: str,
 ) -> None:
     """Cost, tokens, requests, errors and unpriced calls per group (1-minute aggregates).
 
@@ -246,13 +271,15 @@ def cost(
         f"FROM {table} FINAL "
         "WHERE window_start >= toDateTime(intDiv({since:Int64}, 1000)) "
         "AND window_start < toDateTime(intDiv({until:Int64}, 1000)) "
+        f"AND {_TENANT_FILTER} "
         f"AND window_seconds = (SELECT min(window_seconds) FROM {table} "
         "WHERE window_start >= toDateTime(intDiv({since:Int64}, 1000)) "
-        "AND window_start < toDateTime(intDiv({until:Int64}, 1000))) "
+        "AND window_start < toDateTime(intDiv({until:Int64}, 1000)) "
+        f"AND {_TENANT_FILTER}) "
         f"GROUP BY {', '.join(names)}, currency ORDER BY cost DESC, {', '.join(names)} "
         "LIMIT {limit:UInt32}"
     )
-    rows = _run(obj, table, sql, {**window.parameters, "limit": limit})
+    rows = _run(obj, table, sql, {**window.parameters, "limit": limit, "tenant": tenant})
     columns += [
         Column("currency"),
         Column("requests", kind="int"),
@@ -271,7 +298,13 @@ def cost(
 @_query_options("model", list(_SPAN_GROUPS))
 @click.pass_obj
 def latency(
-    obj: Any, since: str, until: str, by: tuple[str, ...], output_format: str, limit: int
+    obj: Any,
+    since: str,
+    until: str,
+    by: tuple[str, ...],
+    output_format: str,
+    limit: int,
+    tenant: str,
 ) -> None:
     """Latency percentiles and time to first token of LLM calls per group (stored spans)."""
     window = _time_range(since, until)
@@ -285,10 +318,11 @@ def latency(
         "FROM llm_spans FINAL WHERE span_type = 'llm' "
         "AND timestamp >= fromUnixTimestamp64Milli({since:Int64}) "
         "AND timestamp < fromUnixTimestamp64Milli({until:Int64}) "
+        f"AND {_TENANT_FILTER} "
         f"GROUP BY {', '.join(names)} ORDER BY p95 DESC, {', '.join(names)} "
         "LIMIT {limit:UInt32}"
     )
-    rows = _run(obj, "llm_spans", sql, {**window.parameters, "limit": limit})
+    rows = _run(obj, "llm_spans", sql, {**window.parameters, "limit": limit, "tenant": tenant})
     columns += [
         Column("requests", kind="int"),
         Column("errors", kind="int"),
@@ -317,13 +351,14 @@ def risk(
     by: tuple[str, ...],
     output_format: str,
     limit: int,
+    tenant: str,
     top: int | None,
 ) -> None:
     """Hallucination risk of scored responses per group: mean, p95, share above 0.7, injections."""
     window = _time_range(since, until)
     in_range = (
         "timestamp >= fromUnixTimestamp64Milli({since:Int64}) "
-        "AND timestamp < fromUnixTimestamp64Milli({until:Int64})"
+        f"AND timestamp < fromUnixTimestamp64Milli({{until:Int64}}) AND {_TENANT_FILTER}"
     )
     if top is not None:
         sql = (
@@ -336,9 +371,10 @@ def risk(
             f"WHERE {in_range}) AS l ON s.trace_id = l.trace_id AND s.span_id = l.span_id "
             "WHERE s.timestamp >= fromUnixTimestamp64Milli({since:Int64}) "
             "AND s.timestamp < fromUnixTimestamp64Milli({until:Int64}) "
+            "AND ({tenant:String} = '' OR s.tenant = {tenant:String}) "
             "ORDER BY s.risk_score DESC, s.timestamp DESC LIMIT {top:UInt32}"
         )
-        rows = _run(obj, "span_scores", sql, {**window.parameters, "top": top})
+        rows = _run(obj, "span_scores", sql, {**window.parameters, "top": top, "tenant": tenant})
         columns = [
             Column("time", kind="time"),
             Column("service"),
@@ -362,7 +398,8 @@ def risk(
         f"GROUP BY {', '.join(names)} ORDER BY mean_risk DESC, {', '.join(names)} "
         "LIMIT {limit:UInt32}"
     )
-    rows = _run(obj, "span_scores", sql, {**window.parameters, "limit": limit, "high": HIGH_RISK})
+    parameters = {**window.parameters, "limit": limit, "high": HIGH_RISK, "tenant": tenant}
+    rows = _run(obj, "span_scores", sql, parameters)
     columns += [
         Column("scored", kind="int"),
         Column("mean risk", kind="score"),
@@ -385,13 +422,14 @@ def drift(
     by: tuple[str, ...],
     output_format: str,
     limit: int,
+    tenant: str,
     drifted_only: bool,
 ) -> None:
     """Drift tests, newest first; with --by, tests and drift found per group."""
     window = _time_range(since, until)
     conditions = (
         "window_end >= toDateTime(intDiv({since:Int64}, 1000)) "
-        "AND window_end < toDateTime(intDiv({until:Int64}, 1000))"
+        f"AND window_end < toDateTime(intDiv({{until:Int64}}, 1000)) AND {_TENANT_FILTER}"
         + (" AND drifted = 1" if drifted_only else "")
     )
     names = _groups(by, _DRIFT_GROUPS, None)
@@ -431,7 +469,7 @@ def drift(
             Column("reference size", kind="int"),
             Column("current size", kind="int"),
         ]
-    rows = _run(obj, "drift_results", sql, {**window.parameters, "limit": limit})
+    rows = _run(obj, "drift_results", sql, {**window.parameters, "limit": limit, "tenant": tenant})
     _emit(Result(columns, rows, _title("drift", window)), output_format)
 
 
@@ -448,16 +486,17 @@ def alerts(
     by: tuple[str, ...],
     output_format: str,
     limit: int,
+    tenant: str,
     state: str | None,
 ) -> None:
     """Alerts fired in the range, newest first; with --by, counts per group."""
     window = _time_range(since, until)
     conditions = (
         "fired_at >= fromUnixTimestamp64Milli({since:Int64}) "
-        "AND fired_at < fromUnixTimestamp64Milli({until:Int64})"
+        f"AND fired_at < fromUnixTimestamp64Milli({{until:Int64}}) AND {_TENANT_FILTER}"
         + (" AND state = {state:String}" if state else "")
     )
-    parameters: dict[str, Any] = {**window.parameters, "limit": limit}
+    parameters: dict[str, Any] = {**window.parameters, "limit": limit, "tenant": tenant}
     if state:
         parameters["state"] = state
     names = _groups(by, _ALERT_GROUPS, None)

@@ -6,6 +6,10 @@ request (the cost breakdown's group-by column) come from the fixed maps below, n
 request text. Tables whose rows are re-emitted with a higher version (ReplacingMergeTree) are
 read with FINAL so a window or alert counts once. Times cross the API as Unix milliseconds and
 are compared with ``fromUnixTimestamp64Milli`` so the server's time zone never matters.
+
+Every statement filters on ``{tenant:String}`` (empty: every tenant). The server sets it from
+the caller's token, so a tenant token reads its own rows only; it checks each query it runs
+names that parameter.
 """
 
 from __future__ import annotations
@@ -193,12 +197,12 @@ def unpriced_reasons(time_range: TimeRange, filters: Filters) -> Query:
 _WINDOW_CHOICE = (
     "(SELECT if(countIf(window_seconds <= {{step:UInt32}}) > 0, "
     "maxIf(window_seconds, window_seconds <= {{step:UInt32}}), min(window_seconds)) "
-    "FROM {table} WHERE {time})"
+    "FROM {table} WHERE {time} AND {tenant})"
 )
 
 
 def _window_choice(table: str) -> str:
-    return _WINDOW_CHOICE.format(table=table, time=_in_range("window_start"))
+    return _WINDOW_CHOICE.format(table=table, time=_in_range("window_start"), tenant=_TENANT_FILTER)
 
 
 def _cost_source(group_by: str) -> tuple[str, str, str]:
@@ -440,6 +444,7 @@ SELECT
     duration_ms
 FROM llm_spans FINAL
 WHERE trace_id IN {trace_ids:Array(String)} AND span_id IN {span_ids:Array(String)}
+    AND ({tenant:String} = '' OR tenant = {tenant:String})
 LIMIT 1000
 """
 
@@ -458,8 +463,8 @@ def riskiest(time_range: TimeRange, filters: Filters, *, min_risk: float, limit:
     return Query(_RISKIEST, {**parameters, "min_risk": min_risk, "limit": limit})
 
 
-def span_context(trace_ids: list[str], span_ids: list[str]) -> Query:
-    return Query(_SPAN_CONTEXT, {"trace_ids": trace_ids, "span_ids": span_ids})
+def span_context(trace_ids: list[str], span_ids: list[str], tenant: str) -> Query:
+    return Query(_SPAN_CONTEXT, {"trace_ids": trace_ids, "span_ids": span_ids, "tenant": tenant})
 
 
 # -- spans and traces ----------------------------------------------------------------------------
@@ -551,7 +556,7 @@ SELECT
     attributes,
     resource_attributes
 FROM llm_spans FINAL
-WHERE trace_id = {trace_id:String}
+WHERE trace_id = {trace_id:String} AND ({tenant:String} = '' OR tenant = {tenant:String})
 ORDER BY timestamp, span_id
 LIMIT 2000
 """
@@ -565,7 +570,7 @@ SELECT
     injection_flag,
     substring(details, 1, 20000) AS details
 FROM span_scores FINAL
-WHERE trace_id = {trace_id:String}
+WHERE trace_id = {trace_id:String} AND ({tenant:String} = '' OR tenant = {tenant:String})
 LIMIT 2000
 """
 
@@ -575,7 +580,7 @@ SELECT
     groupUniqArray(100)(toString(tenant)) AS tenants,
     groupUniqArrayIf(100)(toString(request_model), request_model != '') AS models
 FROM llm_spans
-WHERE {_in_range("timestamp")}
+WHERE {_in_range("timestamp")} AND {_TENANT_FILTER}
 """  # noqa: S608 (no FINAL: a duplicate span adds no new value)
 
 
@@ -603,13 +608,14 @@ def span_search(
     return Query(_SPAN_SEARCH, parameters)
 
 
-def trace_spans(trace_id: str) -> Query:
-    return Query(_TRACE_SPANS, {"trace_id": trace_id})
+def trace_spans(trace_id: str, tenant: str) -> Query:
+    return Query(_TRACE_SPANS, {"trace_id": trace_id, "tenant": tenant})
 
 
-def trace_scores(trace_id: str) -> Query:
-    return Query(_TRACE_SCORES, {"trace_id": trace_id})
+def trace_scores(trace_id: str, tenant: str) -> Query:
+    return Query(_TRACE_SCORES, {"trace_id": trace_id, "tenant": tenant})
 
 
-def filter_values(time_range: TimeRange) -> Query:
-    return Query(_FILTER_VALUES, time_range.parameters())
+def filter_values(time_range: TimeRange, tenant: str) -> Query:
+    """The services, tenants and models seen in the range (of one tenant, when given)."""
+    return Query(_FILTER_VALUES, {**time_range.parameters(), "tenant": tenant})

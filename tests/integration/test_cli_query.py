@@ -14,9 +14,11 @@ import pytest
 from click.testing import CliRunner, Result
 
 from llmtap.cli import cli
+from llmtap.cli_query import query as query_group
 from llmtap.clickhouse_dsn import ClickHouseTarget
 from llmtap.errors import LlmtapError
 from llmtap.sinks.clickhouse.migrations import Migrator
+from tests.integration.web.tenants import ALPHA, BRAVO, seed_tenants
 
 pytestmark = pytest.mark.integration
 
@@ -366,3 +368,44 @@ def test_an_unreachable_server_is_one_message(clickhouse_target: ClickHouseTarge
     )
     assert isinstance(result.exception, LlmtapError)
     assert "127.0.0.1:9" in str(result.exception)
+
+
+# -- --tenant: every subcommand, every statement ----------------------------------------------
+
+# Each subcommand with the option sets that reach each of its statements.
+TENANT_RUNS = {
+    "cost": [["--by", "model"], ["--by", "user"], ["--by", "tenant,service"]],
+    "latency": [["--by", "model,user"]],
+    "risk": [["--by", "service"], ["--top", "5"]],
+    "drift": [[], ["--by", "feature"]],
+    "alerts": [[], ["--by", "rule"]],
+}
+
+
+@pytest.fixture
+def two_tenants(clickhouse_client: Any, clickhouse_target: ClickHouseTarget) -> ClickHouseTarget:
+    seed_tenants(clickhouse_client, clickhouse_target.database)
+    clickhouse_client.close()  # the CLI opens its own client on the same engine path
+    return clickhouse_target
+
+
+def test_every_query_subcommand_is_checked_for_tenant_isolation() -> None:
+    assert set(query_group.commands) == set(TENANT_RUNS)
+    for name, command in query_group.commands.items():
+        assert "--tenant" in {opt for param in command.params for opt in param.opts}, name
+
+
+def test_tenant_limits_every_statement_of_every_subcommand(two_tenants: ClickHouseTarget) -> None:
+    for command, option_sets in TENANT_RUNS.items():
+        for options in option_sets:
+            arguments = [command, *options, "--since", "2h", "--format", "json"]
+            for reader, other in ((ALPHA, BRAVO), (BRAVO, ALPHA)):
+                output = invoke(two_tenants, *arguments, "--tenant", reader.name).stdout
+                assert json.loads(output), (arguments, reader)
+                assert reader.name in output, (arguments, output)
+                assert not [marker for marker in other.markers() if marker in output], output
+            everyone = invoke(two_tenants, *arguments).stdout
+            assert "alpha" in everyone, (arguments, everyone)
+            assert "bravo" in everyone, (arguments, everyone)
+    nobody = invoke(two_tenants, "cost", "--tenant", "nobody", "--format", "json").stdout
+    assert json.loads(nobody) == []

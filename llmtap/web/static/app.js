@@ -561,11 +561,20 @@ function toLocalInput(ms) {
 async function loadFilters() {
   try {
     const values = await api("/api/filters");
+    // a tenant token reads one tenant: the API pins it, the selector shows it and stays fixed
+    const pinned = values.pinned_tenant || "";
+    if (pinned) state.tenant = pinned;
+    else if ($("tenant").disabled) state.tenant = "";
+    const tenant = $("tenant");
+    tenant.disabled = Boolean(pinned);
+    tenant.title = pinned ? "this token reads its own tenant only" : "";
     for (const [id, key] of [["service", "services"], ["tenant", "tenants"], ["model", "models"]]) {
       const select = $(id);
       const current = state[id];
-      select.replaceChildren(h("option", { value: "" }, "all"),
-        (values[key] || []).map((value) => h("option", { value, selected: value === current }, value)));
+      const fixed = id === "tenant" && pinned;
+      const choices = fixed ? [pinned] : values[key] || [];
+      select.replaceChildren(...(fixed ? [] : [h("option", { value: "" }, "all")]),
+        ...choices.map((value) => h("option", { value, selected: value === current }, value)));
     }
   } catch (error) {
     // the filter lists are a convenience; the page shows the error itself

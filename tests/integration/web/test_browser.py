@@ -229,6 +229,55 @@ def test_a_token_protected_dashboard_asks_for_the_token(
         running.close()
 
 
+def test_a_tenant_token_pins_the_tenant_selector(
+    browser: Any, seeded: Seed, clickhouse_target: Any, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    from tests.integration.web.conftest import dashboard_settings
+
+    operator, acme = "browser-operator-token-0123", "browser-acme-token-0123456"
+    settings = dashboard_settings(
+        clickhouse_target,
+        tmp_path,
+        auth_token=operator,
+        tenant_tokens=[{"tenant": "acme", "token": acme}],
+    )
+    running = DashboardThread(settings)
+
+    def options(select: str) -> list[str]:
+        return [
+            option.get_attribute("value")
+            for option in browser.find_elements(By.CSS_SELECTOR, f"#{select} option")
+        ]
+
+    def sign_in(token: str) -> None:
+        browser.get(f"{running.url}/#/traces")
+        browser.execute_script("sessionStorage.setItem('llmtap.token', arguments[0])", token)
+        browser.refresh()  # starts again, with the token
+        wait_for_page(browser, "traces")
+        WebDriverWait(browser, 30).until(lambda driver: len(options("service")) > 1)
+        browser.get_log("browser")  # forget the first load's 401, before the token was set
+
+    try:
+        sign_in(operator)
+        assert options("tenant") == ["", "acme", "globex"]
+        assert browser.find_element(By.ID, "tenant").is_enabled()
+
+        sign_in(acme)
+        assert options("tenant") == ["acme"]
+        assert not browser.find_element(By.ID, "tenant").is_enabled()
+        # cost grouped by tenant: the token's tenant alone
+        open_page(browser, f"{running.url}/#/cost", "cost")
+        group_by = Select(browser.find_element(By.ID, "group-by"))
+        charts = after(browser, "cost", lambda: group_by.select_by_value("tenant"))
+        assert charts.get("Cost by tenant") == 1
+        assert browser_errors(browser) == []
+    finally:
+        running.close()
+
+
 class PipelineThread:
     """Collector, processor and sink (as `llmtap up` starts them) plus the dashboard, on one
     event loop in a thread; stopped in reverse order."""

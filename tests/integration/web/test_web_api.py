@@ -189,6 +189,7 @@ def test_filter_values(dashboard: DashboardThread, seeded: Seed) -> None:
         "services": ["chat-api", "search-api", "support-bot"],
         "tenants": ["acme", "globex"],
         "models": ["claude-3-5-haiku", "gpt-4o", "gpt-4o-mini"],
+        "pinned_tenant": None,
     }
 
 

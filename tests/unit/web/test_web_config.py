@@ -36,6 +36,43 @@ def test_loopback_addresses_need_no_token(address: str) -> None:
     assert WebConfig(address=address).address == address
 
 
+def test_tenant_tokens_alone_allow_a_remote_address() -> None:
+    config = WebConfig(
+        address="0.0.0.0",  # noqa: S104
+        tenant_tokens=[{"tenant": "acme", "token": "acme-token-0123456789"}],  # type: ignore[list-item]
+    )
+    assert config.auth_required
+    assert config.tenant_tokens[0].tenant == "acme"
+
+
+@pytest.mark.parametrize(
+    ("entries", "auth_token", "message"),
+    [
+        ([{"tenant": "acme", "token": "short"}], None, "shorter than 16"),
+        ([{"tenant": "", "token": "acme-token-0123456789"}], None, "String should match"),
+        ([{"tenant": "a b", "token": "acme-token-0123456789"}], None, "String should match"),
+        (
+            [
+                {"tenant": "acme", "token": "shared-token-0123456789"},
+                {"tenant": "globex", "token": "shared-token-0123456789"},
+            ],
+            None,
+            "listed twice",
+        ),
+        (
+            [{"tenant": "acme", "token": "shared-token-0123456789"}],
+            "shared-token-0123456789",
+            "listed twice",
+        ),
+    ],
+)
+def test_tenant_tokens_are_validated(
+    entries: list[dict[str, str]], auth_token: str | None, message: str
+) -> None:
+    with pytest.raises(ValidationError, match=message):
+        WebConfig(tenant_tokens=entries, auth_token=auth_token)  # type: ignore[arg-type]
+
+
 def test_short_tokens_and_unknown_settings_are_refused() -> None:
     with pytest.raises(ValidationError, match="shorter than 16"):
         WebConfig(auth_token="short")  # type: ignore[arg-type]
@@ -85,16 +122,19 @@ def test_request_values_only_travel_as_parameters() -> None:
         queries.risk_histogram(time_range, filters),
         queries.risk_series(time_range, filters),
         queries.riskiest(time_range, filters, min_risk=0.5, limit=10),
-        queries.span_context([hostile], [hostile]),
+        queries.span_context([hostile], [hostile], hostile),
         queries.span_search(time_range, filters, text=hostile, limit=10),
-        queries.trace_spans(hostile),
-        queries.trace_scores(hostile),
-        queries.filter_values(time_range),
+        queries.trace_spans(hostile, hostile),
+        queries.trace_scores(hostile, hostile),
+        queries.filter_values(time_range, hostile),
     ]
     for query in built:
         assert hostile not in query.sql
         named = set(re.findall(r"\{(\w+):[^}]+\}", query.sql))
         assert named <= set(query.parameters), query.sql
+        # the server pins a tenant token to its tenant through this parameter
+        assert "{tenant:String}" in query.sql, query.sql
+        assert query.parameters["tenant"] == hostile, query.sql
     finals = [q for q in built if "llm_aggregates" in q.sql or "alerts " in q.sql]
     assert all("FINAL" in query.sql for query in finals)
     with pytest.raises(ValueError, match="unknown group_by"):
