@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import msgspec
 
+from llmtap.schemas.llm_span import malformed
+
 # The group of the main dimension set; the "user" set uses tenant and user_id only.
 MODEL_DIMENSIONS = (
     "tenant",
@@ -123,7 +125,11 @@ def encode_aggregate(aggregate: Aggregate) -> bytes:
 
 
 def decode_aggregate(value: bytes) -> Aggregate:
-    return _aggregate_decoder.decode(value)
+    """Raises msgspec.ValidationError / DecodeError on a value that is not an Aggregate."""
+    try:
+        return _aggregate_decoder.decode(value)
+    except (UnicodeDecodeError, RecursionError) as error:
+        raise malformed(error) from None
 
 
 _aggregates_decoder = msgspec.msgpack.Decoder(list[Aggregate])
@@ -135,8 +141,12 @@ def encode_aggregates(aggregates: list[Aggregate]) -> bytes:
 
 
 def decode_aggregates(value: bytes) -> list[Aggregate]:
-    """A value holding a list of records (what the aggregates topics carry)."""
-    return _aggregates_decoder.decode(value)
+    """A value holding a list of records (what the aggregates topics carry). Raises
+    msgspec.ValidationError / DecodeError on anything else."""
+    try:
+        return _aggregates_decoder.decode(value)
+    except (UnicodeDecodeError, RecursionError) as error:
+        raise malformed(error) from None
 
 
 def encode_alert(alert: AlertEvent) -> bytes:
@@ -144,4 +154,8 @@ def encode_alert(alert: AlertEvent) -> bytes:
 
 
 def decode_alert(value: bytes) -> AlertEvent:
-    return _alert_decoder.decode(value)
+    """Raises msgspec.ValidationError / DecodeError on a value that is not an AlertEvent."""
+    try:
+        return _alert_decoder.decode(value)
+    except (UnicodeDecodeError, RecursionError) as error:
+        raise malformed(error) from None

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import msgspec
 
+from llmtap.schemas.llm_span import malformed
+
 DRIFT_SCHEMA_VERSION = 1
 
 
@@ -71,7 +73,10 @@ def encode_drift_result(result: DriftResult) -> bytes:
 
 def decode_drift_result(value: bytes) -> DriftResult:
     """Raises msgspec.ValidationError / DecodeError on a value that is not a DriftResult."""
-    return _decoder.decode(value)
+    try:
+        return _decoder.decode(value)
+    except (UnicodeDecodeError, RecursionError) as error:
+        raise malformed(error) from None
 
 
 def drift_result_key(result: DriftResult) -> bytes:

@@ -153,13 +153,25 @@ _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(LlmSpan)
 
 
+def malformed(error: UnicodeDecodeError | RecursionError) -> msgspec.DecodeError:
+    """What msgspec raises outside its own DecodeError, as one: invalid UTF-8 inside a string,
+    and unknown fields nested deeper than the stack (skipping them recurses). Consumers catch
+    DecodeError; a poison message must be dead-lettered, not crash them."""
+    if isinstance(error, RecursionError):
+        return msgspec.DecodeError("malformed message: nested too deeply")
+    return msgspec.DecodeError(f"malformed message: invalid UTF-8 in a string ({error})")
+
+
 def encode_span(span: LlmSpan) -> bytes:
     return _encoder.encode(span)
 
 
 def decode_span(value: bytes) -> LlmSpan:
     """Raises msgspec.ValidationError / DecodeError on a value that is not an LlmSpan."""
-    return _decoder.decode(value)
+    try:
+        return _decoder.decode(value)
+    except (UnicodeDecodeError, RecursionError) as error:
+        raise malformed(error) from None
 
 
 def span_key(span: LlmSpan) -> bytes:

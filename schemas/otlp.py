@@ -34,10 +34,21 @@ class OtlpDecodeError(ValueError):
 def sniff_encoding(value: bytes) -> Encoding:
     """Tell otlp_json from otlp_proto on a topic: a JSON object starts with '{'.
 
-    A serialized ExportTraceServiceRequest starts with field 1's tag (0x0A) or is empty.
+    A serialized ExportTraceServiceRequest starts with field 1's tag (0x0A) or is empty. That
+    tag is also a newline, and the length after it may be 123, a '{': such a value is JSON only
+    if it is also one as a whole (ends with '}', valid UTF-8), which random trace ids are not.
     """
-    stripped = value.lstrip(b" \t\r\n")
-    return Encoding.OTLP_JSON if stripped[:1] == b"{" else Encoding.OTLP_PROTO
+    stripped = value.strip(b" \t\r\n")
+    if stripped[:1] != b"{":
+        return Encoding.OTLP_PROTO
+    if value[:1] == b"\n":
+        try:
+            value.decode("utf-8")
+        except UnicodeDecodeError:
+            return Encoding.OTLP_PROTO
+        if stripped[-1:] != b"}":
+            return Encoding.OTLP_PROTO
+    return Encoding.OTLP_JSON
 
 
 def decode_traces(body: bytes, encoding: Encoding) -> ExportTraceServiceRequest:
@@ -105,6 +116,12 @@ def _parse(document: dict[str, Any], message: _MessageType) -> _MessageType:
         json_format.ParseDict(document, message, ignore_unknown_fields=True)
     except (json_format.ParseError, RecursionError, TypeError, ValueError) as error:
         raise OtlpDecodeError(f"invalid OTLP/JSON: {error}") from None
+    except OverflowError:  # an enum given as 1e400 or Infinity: int(inf) inside json_format
+        raise OtlpDecodeError("invalid OTLP/JSON: a number is out of range") from None
+    except SystemError:
+        # upb's enum-name lookup fails this way on a string it cannot encode: a lone surrogate
+        # ("\ud800", which json.loads accepts) where an enum belongs, as in "kind": "\ud800".
+        raise OtlpDecodeError("invalid OTLP/JSON: a string is not valid Unicode") from None
     return message
 
 

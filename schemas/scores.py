@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import msgspec
 
+from llmtap.schemas.llm_span import malformed
+
 SCORE_SCHEMA_VERSION = 1
 
 
@@ -65,7 +67,10 @@ def encode_score(score: SpanScore) -> bytes:
 
 def decode_score(value: bytes) -> SpanScore:
     """Raises msgspec.ValidationError / DecodeError on a value that is not a SpanScore."""
-    return _score_decoder.decode(value)
+    try:
+        return _score_decoder.decode(value)
+    except (UnicodeDecodeError, RecursionError) as error:
+        raise malformed(error) from None
 
 
 def encode_embedding(embedding: SpanEmbedding) -> bytes:
@@ -74,7 +79,10 @@ def encode_embedding(embedding: SpanEmbedding) -> bytes:
 
 def decode_embedding(value: bytes) -> SpanEmbedding:
     """Raises msgspec.ValidationError / DecodeError on a value that is not a SpanEmbedding."""
-    return _embedding_decoder.decode(value)
+    try:
+        return _embedding_decoder.decode(value)
+    except (UnicodeDecodeError, RecursionError) as error:
+        raise malformed(error) from None
 
 
 def score_key(score: SpanScore | SpanEmbedding) -> bytes:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -18,6 +19,9 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 MAX_DEPTH = 16
 _json_decode = msgspec.json.Decoder().decode  # 2-3x faster than json.loads on message lists
 MAX_ATTRIBUTE_TEXT = 65_536  # remaining attributes are kept as text up to this length
+MAX_INTEGER = 2**63 - 1  # OTLP integers are int64: a larger count, size or seed is corrupt
+# ASCII digits only: str.isdigit() also accepts superscripts, which int() refuses.
+_INTEGER_TEXT = re.compile(r"-?[0-9]{1,30}")
 
 
 def value_of(value: AnyValue, depth: int = 0) -> Any:
@@ -83,13 +87,16 @@ class Reader:
             number = value
         elif isinstance(value, float) and math.isfinite(value) and value.is_integer():
             number = int(value)
-        elif isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            number = int(value.strip())
+        elif isinstance(value, str) and _INTEGER_TEXT.fullmatch(text := value.strip()):
+            number = int(text)
         else:
             self.warnings.append(f"{name}: not an integer")
             return None
         if number < 0:
             self.warnings.append(f"{name}: negative")
+            return None
+        if number > MAX_INTEGER:
+            self.warnings.append(f"{name}: too large")
             return None
         return number
 

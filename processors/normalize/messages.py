@@ -8,6 +8,7 @@ OpenAI-style dicts (``{"role", "content", "tool_calls"}``), indexed flat attribu
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from llmtap.processors.normalize.attributes import as_text, parse_json
@@ -84,7 +85,8 @@ def message_from_dict(item: dict[str, Any], default_role: str = "user") -> Messa
                 tool_call_id=nested.tool_call_id,
                 finish_reason=finish,
             )
-    for call in item.get("tool_calls") or []:
+    calls = item.get("tool_calls")
+    for call in calls if isinstance(calls, list) else []:
         if isinstance(call, dict):
             function = call["function"] if isinstance(call.get("function"), dict) else call
             tool_calls.append(
@@ -226,9 +228,10 @@ def _float(value: Any) -> float | None:
     if isinstance(value, bool) or value is None:
         return None
     try:
-        return float(value)
-    except (TypeError, ValueError):
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond float
         return None
+    return number if math.isfinite(number) else None
 
 
 def parse_maybe_json(value: Any) -> Any:

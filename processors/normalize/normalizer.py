@@ -9,6 +9,7 @@ used; everything left is kept verbatim in ``attributes``.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -80,6 +81,10 @@ _PROVIDER_ALIASES = {
 }
 
 Pricer = Callable[[str | None, str | None, TokenUsage, int], Cost]
+
+# No call uses this many tokens: a larger count is corrupt data. The bound also keeps the
+# aggregates' window sums within UInt64 (msgpack and ClickHouse refuse larger integers).
+MAX_TOKEN_COUNT = 2**32 - 1
 
 # Every single-valued attribute the conventions use: field -> (conversion, keys by precedence).
 SCALARS = ScalarFields(
@@ -296,7 +301,7 @@ class Normalizer:
         if openinference_model is not None:
             request_model = request_model or openinference_model
             response_model = response_model or openinference_model
-        usage = _usage(values)
+        usage = _usage(values, reader.warnings)
         input_messages, output_messages, system_instructions = _messages(reader, values, events)
         documents = _documents(reader, values)
         tool_calls = [call for message in output_messages for call in message.tool_calls]
@@ -494,7 +499,7 @@ def _span_type(operation: str | None, model: str | None, usage: TokenUsage) -> s
     return "other"
 
 
-def _usage(values: dict[str, Any]) -> TokenUsage:
+def _usage(values: dict[str, Any], warnings: list[str]) -> TokenUsage:
     usage_details = values.get("usage_details")
     details = usage_details if isinstance(usage_details, dict) else {}
     input_tokens = values.get("input_tokens")
@@ -530,6 +535,12 @@ def _usage(values: dict[str, Any]) -> TokenUsage:
             else _detail(details, "output_reasoning_tokens", "reasoning")
         )
         total = total if total is not None else _detail(details, "total")
+    input_tokens = _token_count(input_tokens, "input tokens", warnings)
+    output_tokens = _token_count(output_tokens, "output tokens", warnings)
+    cache_read = _token_count(cache_read, "cache read tokens", warnings)
+    cache_write = _token_count(cache_write, "cache write tokens", warnings)
+    reasoning = _token_count(reasoning, "reasoning tokens", warnings)
+    total = _token_count(total, "total tokens", warnings)
     if input_tokens is None and output_tokens is None and total is not None:
         input_tokens = total  # e.g. embeddings report only a total
     # One rule downstream: input includes cache reads and writes, output includes reasoning.
@@ -546,6 +557,13 @@ def _usage(values: dict[str, Any]) -> TokenUsage:
         cache_write=cache_write,
         reasoning=reasoning,
     )
+
+
+def _token_count(count: int | None, name: str, warnings: list[str]) -> int | None:
+    if count is not None and count > MAX_TOKEN_COUNT:
+        warnings.append(f"{name}: more than {MAX_TOKEN_COUNT}")
+        return None
+    return count
 
 
 def _detail(details: dict[str, Any], *keys: str) -> int | None:
@@ -779,7 +797,9 @@ def _time_to_first_token(
 ) -> float | None:
     seconds = values.get("ttft_seconds")
     if seconds is not None:
-        return float(seconds) * 1000
+        milliseconds = float(seconds) * 1000
+        if math.isfinite(milliseconds) and milliseconds >= 0:  # 1e308 s overflows to inf
+            return milliseconds
     for name, time_unix_nano, _ in events:
         if (
             name in ("First Token Stream Event", "gen_ai.content.first_chunk")
@@ -795,9 +815,10 @@ def _str(value: Any) -> str | None:
 
 def _as_float(value: Any) -> float | None:
     try:
-        return None if value is None else float(value)
-    except (TypeError, ValueError):
+        number = None if value is None else float(value)
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer beyond float
         return None
+    return number if number is not None and math.isfinite(number) else None
 
 
 def _as_int(value: Any) -> int | None:
