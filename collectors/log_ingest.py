@@ -92,6 +92,7 @@ class LogIngest:
             redactions = self._redactor.redact_logs_request(request)
             if rejected.resource_logs:
                 redactions.update(self._redactor.redact_logs_request(rejected))
+            headers.append((Header.REDACTED.value, self._redactor.fingerprint.encode()))
             if redactions:
                 headers.append((Header.REDACTIONS.value, json.dumps(dict(redactions)).encode()))
         per_trace = _split_by_trace(request)

@@ -94,6 +94,7 @@ class TraceIngest:
             redactions = self._redactor.redact_request(request)
             if rejected.resource_spans:
                 redactions.update(self._redactor.redact_request(rejected))
+            headers.append((Header.REDACTED.value, self._redactor.fingerprint.encode()))
             if redactions:
                 headers.append((Header.REDACTIONS.value, json.dumps(dict(redactions)).encode()))
         messages = self._split_by_trace(

@@ -22,6 +22,9 @@ class Header(StrEnum):
     RECEIVED_AT_NANOS = "llmtap.received_at_ns"
     SOURCE = "llmtap.source"  # which receiver accepted it: otlp_http, otlp_grpc
     REDACTIONS = "llmtap.redactions"  # JSON object: kind -> count, when the edge redacted text
+    # Set by the collector whenever redaction is on (even when nothing matched): the digest of
+    # its redaction settings. The normalizer redacts raw records without it (or with another).
+    REDACTED = "llmtap.redacted"
     ENCODING = "llmtap.encoding"  # otlp_proto (llmtap always writes protobuf)
     DEAD_LETTER_REASON = "llmtap.dead_letter.reason"
     DEAD_LETTER_STAGE = "llmtap.dead_letter.stage"

@@ -13,6 +13,11 @@ in memory is not committed: per partition, the committed offset stays at the ear
 message, and the offset's metadata names the position reached and the span ids still held. After
 a crash or a rebalance the partition is read again from there; messages below that position are
 replayed only for the held span ids (the rest was emitted by committed transactions).
+
+With ``collector.redaction.enabled``, raw records that the collector did not redact with the
+same settings (no ``llmtap.redacted`` header, or another digest: an OpenTelemetry Collector's
+Kafka exporter writes straight into the raw topics) are redacted here, right after decoding, so
+nothing the normalizer writes (normalized spans, dead letters of spans) holds what was redacted.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from llmtap.collectors.redaction import Redactor
 from llmtap.heartbeat import Heartbeat
 from llmtap.kafka import (
     consumer_config,
@@ -89,6 +95,8 @@ class NormalizerStage:
         self.telemetry = ComponentTelemetry("normalizer")
         self.prices = PriceTable.load(self._config.price_overrides_file)
         self._normalizer = Normalizer(self.prices.price, self._config.recent_retrieval_traces)
+        redaction = settings.collector.redaction
+        self._redactor = Redactor(redaction) if redaction.enabled else None
         self._seen: OrderedDict[bytes, None] = OrderedDict()
         self._seen_in_transaction: list[bytes] = []
         self._joiner = EventJoiner(self._config.genai_event_wait_seconds)
@@ -213,11 +221,14 @@ class NormalizerStage:
         except OtlpDecodeError as error:
             self._dead_letter(producer, message, value, f"undecodable raw message: {error}")
             return
+        redactor = self._redactor_for(headers)
+        if redactor is not None:
+            self.telemetry.redacted(redactor.redact_request(request))
         failed: list[tuple[Span, Exception]] = []
         spans = self._normalizer.normalize_request(
             request,
             tenant=tenant,
-            received_at_unix_nano=int(received) if received and received.isdigit() else None,
+            received_at_unix_nano=_nanos(received),
             on_error=lambda span, error: failed.append((span, error)),
         )
         self.telemetry.received(len(spans) + len(failed), len(value))
@@ -250,6 +261,9 @@ class NormalizerStage:
         except OtlpDecodeError as error:
             self._dead_letter(producer, message, value, f"undecodable raw logs message: {error}")
             return
+        redactor = self._redactor_for(dict(message.headers() or []))
+        if redactor is not None:
+            self.telemetry.redacted(redactor.redact_logs_request(request))
         position = _position(message)
         decoded = decode_genai_records(request, position)
         if decoded.ignored:
@@ -263,6 +277,14 @@ class NormalizerStage:
         for span in spans:
             self._emit(producer, span)
         self._dead_letter_unmatched(producer, unmatched)
+
+    def _redactor_for(self, headers: dict[str, Any]) -> Redactor | None:
+        """The redactor, when redaction is on and the collector did not already apply these
+        very settings to the record."""
+        redactor = self._redactor
+        if redactor is None or _header_text(headers, Header.REDACTED) == redactor.fingerprint:
+            return None
+        return redactor
 
     def _emit(self, producer: Producer, span: LlmSpan) -> None:
         identity = bytes.fromhex(span.trace_id + span.span_id)
@@ -408,6 +430,15 @@ class NormalizerStage:
 
 def _position(message: Message) -> SourcePosition:
     return SourcePosition(str(message.topic()), message.partition() or 0, message.offset() or 0)
+
+
+def _nanos(text: str | None) -> int | None:
+    """A header's unix nanoseconds; None unless it is ASCII digits within uint64 (isdigit()
+    alone also takes "²", which int() refuses, and int() refuses over 4300 digits)."""
+    if text and text.isascii() and text.isdigit() and len(text) <= 20:
+        number = int(text)
+        return number if number < 2**64 else None
+    return None
 
 
 def _header_text(headers: dict[str, Any], name: Header) -> str | None:

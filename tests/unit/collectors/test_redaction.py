@@ -298,7 +298,7 @@ def test_custom_patterns_can_be_given_as_plain_mappings() -> None:
 def test_defaults_are_off_with_every_detector() -> None:
     config = RedactionConfig()
     assert config.enabled is False
-    assert config.detectors == ["email", "phone", "credit_card", "national_id", "secret"]
+    assert config.detectors == ["email", "phone", "credit_card", "iban", "national_id", "secret"]
     assert config.replacement == "[REDACTED:{kind}]"
     assert config.custom_patterns == []
     assert config.skip_attribute_keys == []
