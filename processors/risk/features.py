@@ -11,8 +11,13 @@ Per response the features are:
 - ``answer_question_similarity``: does the answer address the question (0 without one);
 - ``unsupported_token_fraction``: the answer's content words and numbers that appear nowhere in
   the context (a swapped name or number keeps a high cosine but shows up here);
-- ``sentence_novelty_max``: for the worst answer sentence, the share of its content words absent
-  from the two context sentences it matches best (a fact moved from elsewhere in the document);
+- ``sentence_novelty_mean``: for each answer sentence, the share of its content words absent
+  from the two context sentences it matches best (a fact moved from elsewhere in the document),
+  averaged over the sentences;
+- ``novel_trigram_mean``: for each answer sentence, the share of its word trigrams that appear
+  nowhere in the context (words recombined into a claim the context does not make; a grounded
+  answer mostly reuses the context's phrasing), averaged over the sentences. Means rather than
+  the worst sentence: a correct abstractive summary often has one freely worded sentence;
 - ``log_answer_words``: length, so longer answers are not mistaken for riskier ones by the
   other features, and ``has_context``.
 
@@ -37,7 +42,8 @@ FEATURE_NAMES: tuple[str, ...] = (
     "answer_context_similarity",
     "answer_question_similarity",
     "unsupported_token_fraction",
-    "sentence_novelty_max",
+    "sentence_novelty_mean",
+    "novel_trigram_mean",
     "log_answer_words",
     "has_context",
 )
@@ -55,6 +61,9 @@ _SENTENCE_END = re.compile(
     re.IGNORECASE,
 )
 _WORD = re.compile("[^\\W_]+(?:['\u2019][^\\W_]+)?", re.UNICODE)
+# Trigrams use plain word tokens (apostrophes split) so that tokenized text ("team 's") and
+# running text ("team's") give the same trigrams.
+_TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
 _STOPWORD_TEXT = """
     a an the and or but if then else of in on at to for from
     by with without about as into onto over under after before between through during is are
@@ -100,6 +109,11 @@ def content_words(text: str) -> set[str]:
     return {
         word[:6] for word in words if word not in _STOPWORDS and (len(word) > 1 or word.isdigit())
     }
+
+
+def word_trigrams(text: str) -> list[tuple[str, str, str]]:
+    tokens = _TOKEN.findall(text.lower())
+    return list(zip(tokens, tokens[1:], tokens[2:], strict=False))
 
 
 class _Batch:
@@ -172,11 +186,12 @@ def compute_features(encoder: Encoder, inputs: Sequence[RiskInput]) -> list[Risk
             if answer_words:
                 unsupported = len(answer_words - context_words) / len(answer_words)
                 values["unsupported_token_fraction"] = unsupported
-            values["sentence_novelty_max"] = _sentence_novelty(
+            values["sentence_novelty_mean"] = _sentence_novelty(
                 answer_sentences,
                 context_sentences or contexts,
                 similarity[:, len(contexts) :] if context_sentences else similarity,
             )
+            values["novel_trigram_mean"] = _novel_trigram_mean(answer_sentences, contexts)
         results.append(RiskFeatures(values, answer_sentences, support))
     return results
 
@@ -184,12 +199,24 @@ def compute_features(encoder: Encoder, inputs: Sequence[RiskInput]) -> list[Risk
 def _sentence_novelty(
     answer_sentences: Sequence[str], context_units: Sequence[str], similarity: np.ndarray
 ) -> float:
-    worst = 0.0
+    shares = []
     for row, sentence in enumerate(answer_sentences):
         words = content_words(sentence)
         if not words:
             continue
         best = np.argsort(-similarity[row])[:2]
         nearby = set().union(*(content_words(context_units[int(index)]) for index in best))
-        worst = max(worst, len(words - nearby) / len(words))
-    return worst
+        shares.append(len(words - nearby) / len(words))
+    return float(np.mean(shares)) if shares else 0.0
+
+
+def _novel_trigram_mean(answer_sentences: Sequence[str], contexts: Sequence[str]) -> float:
+    context_trigrams = set().union(*(word_trigrams(text) for text in contexts))
+    shares = []
+    for sentence in answer_sentences:
+        trigrams = word_trigrams(sentence)
+        if trigrams:
+            shares.append(
+                sum(trigram not in context_trigrams for trigram in trigrams) / len(trigrams)
+            )
+    return float(np.mean(shares)) if shares else 0.0

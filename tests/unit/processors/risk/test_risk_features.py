@@ -84,8 +84,25 @@ def test_a_swapped_number_shows_as_novelty(fake_encoder: Encoder) -> None:
             RiskInput(answer="It is 1889 metres tall and stands in Paris.", contexts=[CONTEXT]),
         ],
     )
-    assert right.values["sentence_novelty_max"] == 0.0
-    assert swapped.values["sentence_novelty_max"] > 0.0
+    assert right.values["sentence_novelty_mean"] == 0.0
+    assert swapped.values["sentence_novelty_mean"] > 0.0
+
+
+def test_words_recombined_from_the_context_show_as_novel_trigrams(fake_encoder: Encoder) -> None:
+    copied, recombined, tokenized = compute_features(
+        fake_encoder,
+        [
+            RiskInput(answer="It is 330 metres tall and stands in Paris.", contexts=[CONTEXT]),
+            RiskInput(
+                answer="Gustave Eiffel stands in Paris, 330 metres tall.", contexts=[CONTEXT]
+            ),
+            RiskInput(answer="gustave eiffel 's company built it .", contexts=[CONTEXT]),
+        ],
+    )
+    assert copied.values["novel_trigram_mean"] == 0.0
+    assert recombined.values["novel_trigram_mean"] > 0.5
+    assert recombined.values["unsupported_token_fraction"] == 0.0  # every word is in the context
+    assert tokenized.values["novel_trigram_mean"] == 0.0  # "'s" split off as in running text
 
 
 def test_without_context_the_support_features_are_zero(fake_encoder: Encoder) -> None:
