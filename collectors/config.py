@@ -12,7 +12,7 @@ MEBIBYTE = 1024 * 1024
 
 
 class ApiKey(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     tenant: str = Field(
         pattern=r"^[A-Za-z0-9_.:-]{1,128}$", description="Tenant id the key maps to."
@@ -29,7 +29,8 @@ class ApiKey(BaseModel):
 class CollectorConfig(BaseModel):
     """The OTLP receivers (HTTP :4318, gRPC :4317) that write spans to the raw Kafka topic."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Errors never echo input: api_keys holds secrets.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     address: str = Field(
         default="127.0.0.1",

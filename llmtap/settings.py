@@ -39,7 +39,9 @@ DEFAULT_KAFKA_VERSION = "4.3.1"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Validation errors name the field and the problem, never the value: sections hold secrets
+    # (the ClickHouse DSN's password, SASL passwords in Kafka client options).
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 class KafkaSettings(_Section):
@@ -245,6 +247,9 @@ class Settings(BaseSettings):
         extra="forbid",
         frozen=True,
         validate_default=True,
+        # A ValidationError built here (Settings(...) directly) echoes no input: the sections
+        # hold API keys, webhook secrets and URLs, DSN passwords. load_settings also drops it.
+        hide_input_in_errors=True,
     )
 
     data_dir: Path = Field(

@@ -8,6 +8,11 @@ one record per message (``gen_ai.system.message``, ``gen_ai.user.message``,
 ``gen_ai.assistant.message``, ``gen_ai.tool.message``, ``gen_ai.choice``; content in the body).
 Each record carries the trace and span id of the call it belongs to.
 
+The join key is (tenant, trace id, span id): ids are chosen by the sender, so a tenant who knows
+another tenant's ids must not be able to attach content to that tenant's spans. A record's
+tenant is found the way a span's is (the collector's ``llmtap.tenant`` header, else the
+resource's ``llmtap.tenant`` / ``tenant.id``, else ``default``).
+
 This module is the join, without Kafka: records and spans come in any order, and
 :class:`EventJoiner` holds each side for at most ``wait_seconds``. Only LLM spans that lack
 message content are held (a span that already has its content, or is not an LLM call, never
@@ -59,7 +64,7 @@ class SourcePosition(NamedTuple):
     offset: int
 
 
-SpanKey = tuple[str, str]  # (trace id hex, span id hex)
+SpanKey = tuple[str, str, str]  # (tenant, trace id hex, span id hex)
 
 
 @dataclass
@@ -75,10 +80,11 @@ class GenAiEventRecord:
     resource: Resource
     scope: InstrumentationScope
     position: SourcePosition | None = None
+    tenant: str = "default"
 
     @property
     def key(self) -> SpanKey:
-        return (self.trace_id, self.span_id)
+        return (self.tenant, self.trace_id, self.span_id)
 
     def event(self) -> tuple[str, int, dict[str, Any]]:
         """As the normalizer's span event tuple: (name, time, attributes with the body)."""
@@ -101,12 +107,30 @@ def event_name(record: LogRecord) -> str:
     return ""
 
 
+def record_tenant(tenant: str | None, resource: Resource) -> str:
+    """The tenant of a resource's records: the same rule as the normalizer's for spans, so a
+    record and its span agree on it (the header's tenant, set by the collector from the API
+    key, wins over anything the sender put in its resource)."""
+    if tenant:
+        return tenant
+    attributes = attributes_of(resource.attributes)
+    for key in ("llmtap.tenant", "tenant.id"):
+        value = attributes.get(key)
+        if value not in (None, ""):
+            return str(value)
+    return "default"
+
+
 def decode_genai_records(
-    request: ExportLogsServiceRequest, position: SourcePosition | None = None
+    request: ExportLogsServiceRequest,
+    position: SourcePosition | None = None,
+    tenant: str | None = None,
 ) -> DecodedRecords:
-    """The GenAI event records of a logs request; every other record is only counted."""
+    """The GenAI event records of a logs request; every other record is only counted.
+    ``tenant`` is the message's ``llmtap.tenant`` header (None: the message had none)."""
     decoded = DecodedRecords()
     for resource_logs in request.resource_logs:
+        resource_tenant = record_tenant(tenant, resource_logs.resource)
         for scope_logs in resource_logs.scope_logs:
             for record in scope_logs.log_records:
                 name = event_name(record)
@@ -129,6 +153,7 @@ def decode_genai_records(
                         resource=resource_logs.resource,
                         scope=scope_logs.scope,
                         position=position,
+                        tenant=resource_tenant,
                     )
                 )
     return decoded
@@ -215,7 +240,8 @@ class Unmatched:
 
 
 class EventJoiner:
-    """Joins GenAI event records to their spans by (trace id, span id), within a wait."""
+    """Joins GenAI event records to their spans by (tenant, trace id, span id), within a wait.
+    A record of another tenant never reaches a span: it waits, then comes back unmatched."""
 
     def __init__(
         self, wait_seconds: float, max_pending: int = 100_000, recent_emitted: int = 100_000
@@ -242,7 +268,7 @@ class EventJoiner:
         self, span: LlmSpan, now: float, position: SourcePosition | None = None
     ) -> LlmSpan | None:
         """The span to emit now, or None when it is held for its records."""
-        key = (span.trace_id, span.span_id)
+        key = (span.tenant, span.trace_id, span.span_id)
         pending = self._records.pop(key, None)
         records = pending.records if pending else []
         held = self._spans.pop(key, None)  # the same span again (a replay): merge
@@ -357,7 +383,7 @@ class EventJoiner:
         self._emitted.clear()
 
     def _emit(self, span: LlmSpan, records: list[GenAiEventRecord]) -> LlmSpan:
-        key = (span.trace_id, span.span_id)
+        key = (span.tenant, span.trace_id, span.span_id)
         self._emitted[key] = not needs_records(span)
         self._emitted.move_to_end(key)
         while len(self._emitted) > self._recent_emitted:
@@ -365,10 +391,14 @@ class EventJoiner:
         return attach_content(span, records)
 
 
-def join_file(spans: list[LlmSpan], logs_body: bytes) -> tuple[list[LlmSpan], list[Unmatched]]:
+def join_file(
+    spans: list[LlmSpan], logs_body: bytes, tenant: str | None = None
+) -> tuple[list[LlmSpan], list[Unmatched]]:
     """The join for a traces file plus a logs file (``llmtap normalize --logs``, golden tests):
-    every record is there from the start, so nothing waits. Raises OtlpDecodeError."""
-    decoded = decode_genai_records(decode_logs(logs_body, sniff_encoding(logs_body)))
+    every record is there from the start, so nothing waits. ``tenant``: the one the spans were
+    normalized with (None: none was given, both sides read it from their resource).
+    Raises OtlpDecodeError."""
+    decoded = decode_genai_records(decode_logs(logs_body, sniff_encoding(logs_body)), tenant=tenant)
     joiner = EventJoiner(wait_seconds=float("inf"), max_pending=len(spans) + len(decoded.records))
     _, unmatched = joiner.add_records(decoded.records, 0.0)
     joined = []

@@ -6,9 +6,8 @@ restart) carries a higher version and replaces the earlier row.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from llmtap.schemas.drift import decode_drift_result
+from llmtap.sinks.clickhouse.rows import datetime_from_seconds
 
 DRIFT_COLUMNS = (
     "window_start",
@@ -36,8 +35,8 @@ DRIFT_COLUMNS = (
 def drift_rows(value: bytes) -> list[tuple[str, tuple[object, ...]]]:
     result = decode_drift_result(value)
     row = (
-        datetime.fromtimestamp(result.window_start, tz=UTC),
-        datetime.fromtimestamp(result.window_end, tz=UTC),
+        datetime_from_seconds("window_start", result.window_start),
+        datetime_from_seconds("window_end", result.window_end),
         result.tenant,
         result.service_name,
         result.environment,

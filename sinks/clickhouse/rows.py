@@ -1,6 +1,16 @@
-"""Normalized spans as ``llm_spans`` rows: the one place that knows the table's column order."""
+"""Normalized spans as ``llm_spans`` rows: the one place that knows the table's column order.
+
+Also the time columns' ranges, for every row builder of the ClickHouse sinks: a time outside
+its column's range is refused before the insert with a ValueError that names the field, so the
+message is dead-lettered with a reason an operator can read. Unchecked, it would fail the whole
+batch in the client's encoder (an error that looks like ClickHouse being away: retried forever),
+be stored as another time, or raise ``OSError: [Errno 75]`` in ``datetime.fromtimestamp``.
+"""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 import msgspec
 
@@ -73,6 +83,67 @@ SPAN_COLUMNS: tuple[str, ...] = (
     "kafka_offset",
 )
 
+
+class TimeRange(NamedTuple):
+    """The values a ClickHouse time column holds, in the unit the message carries."""
+
+    column_type: str
+    low: int
+    high: int  # inclusive
+    text: str  # low to high, as dates
+
+
+_DATETIME64_LOW_SECONDS = -2_208_988_800  # 1900-01-01 00:00:00 UTC
+_DATETIME64_END_SECONDS = 10_413_792_000  # 2300-01-01 00:00:00 UTC, the first second beyond
+# DateTime: unsigned 32-bit seconds. DateTime64: 1900-01-01 to 2299-12-31; at precision 9 the
+# Int64 tick count ends sooner, at 2262-04-11 (the client cannot encode more).
+DATETIME_SECONDS = TimeRange(
+    "DateTime", 0, 2**32 - 1, "1970-01-01 00:00:00 to 2106-02-07 06:28:15 UTC"
+)
+DATETIME64_3_MILLIS = TimeRange(
+    "DateTime64(3)",
+    _DATETIME64_LOW_SECONDS * 1000,
+    _DATETIME64_END_SECONDS * 1000 - 1,
+    "1900-01-01 00:00:00 to 2299-12-31 23:59:59.999 UTC",
+)
+DATETIME64_9_NANOS = TimeRange(
+    "DateTime64(9)",
+    _DATETIME64_LOW_SECONDS * 10**9,
+    2**63 - 1,
+    "1900-01-01 00:00:00 to 2262-04-11 23:47:16.854775807 UTC",
+)
+
+
+def check_time(field: str, value: int, allowed: TimeRange) -> int:
+    """The value, or ValueError naming the field when its column cannot hold it."""
+    if not allowed.low <= value <= allowed.high:
+        raise ValueError(
+            f"{field} {value} is outside ClickHouse's {allowed.column_type} range ({allowed.text})"
+        )
+    return value
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def datetime_from_seconds(field: str, seconds: int) -> datetime:
+    """A ``DateTime`` column's value from unix seconds."""
+    return _EPOCH + timedelta(seconds=check_time(field, seconds, DATETIME_SECONDS))
+
+
+def datetime64_from_millis(field: str, millis: int | None) -> datetime | None:
+    """A ``DateTime64(3)`` column's value from unix milliseconds (None stays None). Exact:
+    ``fromtimestamp(millis / 1000)`` goes through a float and can be a microsecond off."""
+    if millis is None:
+        return None
+    return _EPOCH + timedelta(milliseconds=check_time(field, millis, DATETIME64_3_MILLIS))
+
+
+def nanos_in_range(field: str, nanos: int | None) -> int | None:
+    """A ``DateTime64(9)`` column's value: the unix nanoseconds themselves, once checked."""
+    return None if nanos is None else check_time(field, nanos, DATETIME64_9_NANOS)
+
+
 _encode = msgspec.json.Encoder().encode
 
 
@@ -81,13 +152,14 @@ def _json(items: list[object]) -> str:
 
 
 def span_row(span: LlmSpan, topic: str, partition: int, offset: int) -> tuple[object, ...]:
-    """One row in SPAN_COLUMNS order; timestamps as integer nanoseconds (DateTime64(9) ticks)."""
+    """One row in SPAN_COLUMNS order; timestamps as integer nanoseconds (DateTime64(9) ticks).
+    ValueError for a time the table cannot hold (the normalizer passes span times through)."""
     cost = span.cost
     usage = span.usage
     request = span.request
     return (
-        span.start_time_unix_nano,
-        span.end_time_unix_nano,
+        check_time("start_time_unix_nano", span.start_time_unix_nano, DATETIME64_9_NANOS),
+        check_time("end_time_unix_nano", span.end_time_unix_nano, DATETIME64_9_NANOS),
         span.duration_ms,
         span.trace_id,
         span.span_id,
@@ -146,7 +218,7 @@ def span_row(span: LlmSpan, topic: str, partition: int, offset: int) -> tuple[ob
         span.error_message or "",
         span.attributes,
         span.resource_attributes,
-        span.received_at_unix_nano,
+        nanos_in_range("received_at_unix_nano", span.received_at_unix_nano),
         topic,
         partition,
         offset,

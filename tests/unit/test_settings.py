@@ -7,9 +7,13 @@ import re
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel, ValidationError
 
+from llmtap.collectors.config import ApiKey
 from llmtap.errors import SettingsError
-from llmtap.settings import load_settings
+from llmtap.processors.alerts.config import WebhookConfig
+from llmtap.settings import Settings, load_settings
+from llmtap.web.config import TenantToken
 
 PASSWORD = "pa55-Secret-xyz"
 
@@ -346,6 +350,46 @@ def test_password_in_malformed_dsn_never_in_error(
 
     assert PASSWORD not in str(caught.value)
     assert PASSWORD not in repr(caught.value)
+
+
+def test_secrets_never_in_a_validation_error_of_settings_built_directly() -> None:
+    short_key = "sk-0123"  # under 16 characters
+    webhook_secret = "hmac-5ecret-value"
+    webhook_url = "hooks.example.com/services/T0/B0/xoxb-url-secret"  # no scheme
+    with pytest.raises(ValidationError) as caught:
+        Settings(
+            collector={"api_keys": [{"tenant": "acme", "key": short_key}]},  # type: ignore[arg-type]
+            processor={  # type: ignore[arg-type]
+                "alerts": {"webhooks": [{"url": webhook_url, "secret": webhook_secret}]}
+            },
+            clickhouse={"dsn": f"ftp://writer:{PASSWORD}@host/db"},  # type: ignore[arg-type]
+        )
+    text = str(caught.value)
+    for secret in (short_key, webhook_secret, "xoxb-url-secret", PASSWORD):
+        assert secret not in text
+        assert secret not in repr(caught.value)
+    # still useful: where, and what is wrong
+    assert "collector.api_keys.0" in text
+    assert "the API key of tenant 'acme' is shorter than 16 characters" in text
+    assert "processor.alerts.webhooks.0.url" in text
+    assert "String should match pattern" in text
+    assert "clickhouse.dsn" in text
+
+
+@pytest.mark.parametrize(
+    ("model", "values", "secret"),
+    [
+        (ApiKey, {"tenant": "acme", "key": "sk-0123"}, "sk-0123"),
+        (WebhookConfig, {"url": "ftp://x/secret-path", "secret": "s3cret"}, "secret-path"),
+        (TenantToken, {"tenant": "acme", "token": "tok-0123"}, "tok-0123"),
+    ],
+)
+def test_secrets_never_in_a_validation_error_of_a_section_built_directly(
+    model: type[BaseModel], values: dict[str, str], secret: str
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        model(**values)
+    assert secret not in str(caught.value)
 
 
 def test_password_never_in_settings_repr_or_str(monkeypatch: pytest.MonkeyPatch) -> None:

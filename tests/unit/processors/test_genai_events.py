@@ -125,6 +125,38 @@ def test_a_record_after_its_span_was_emitted_is_reported_late() -> None:
     }
 
 
+def test_records_of_another_tenant_never_reach_a_span_with_the_same_ids() -> None:
+    joiner = EventJoiner(wait_seconds=5)
+    victim = llm_span()
+    victim.tenant = "tenant-a"
+    assert joiner.add_span(victim, now=0) is None  # held for its records
+    forged = with_choice_message(conversation())  # tenant A's trace and span ids
+    records = decode_genai_records(forged, tenant="tenant-b").records
+    assert {record.tenant for record in records} == {"tenant-b"}
+    assert joiner.add_records(records, now=1) == ([], [])  # complete, yet not joined
+    spans, unmatched = joiner.expire(now=10)
+    assert [span.span_id for span in spans] == [SPAN]
+    assert spans[0].input_messages == []
+    assert spans[0].completion_text is None
+    assert "llmtap.genai_event_records" not in spans[0].attributes
+    assert len(unmatched) == 3  # stored as unmatched, like records whose span never came
+    assert {item.reason for item in unmatched} == {
+        "unmatched genai event record (span not seen within 5s)"
+    }
+
+
+def test_a_records_tenant_follows_the_span_rule() -> None:
+    request = conversation()
+    request.resource_logs[0].resource.attributes.add(
+        key="llmtap.tenant", value=AnyValue(string_value="from-resource")
+    )
+    assert {r.tenant for r in decode_genai_records(conversation()).records} == {"default"}
+    assert {r.tenant for r in decode_genai_records(request).records} == {"from-resource"}
+    # the collector's header (from the API key) wins over what the sender wrote
+    header = decode_genai_records(request, tenant="from-key").records
+    assert {record.tenant for record in header} == {"from-key"}
+
+
 def test_other_log_records_are_ignored_and_counted() -> None:
     request = conversation()
     request.resource_logs[0].scope_logs[0].log_records.add(

@@ -33,7 +33,7 @@ def normalized_lines(normalizer: Normalizer, case: str) -> list[str]:
     spans = normalizer.normalize_request(request, tenant="golden")
     logs = GOLDEN / case / "logs.json"
     if logs.is_file():
-        spans, unmatched = join_file(spans, logs.read_bytes())
+        spans, unmatched = join_file(spans, logs.read_bytes(), tenant="golden")
         assert unmatched == [], f"{case}: log records without their span: {unmatched}"
     spans.sort(key=lambda span: (span.start_time_unix_nano, span.span_id))
     return [
