@@ -182,10 +182,15 @@ async def alert_latency(bootstrap: str, root: Path, breaches: int) -> list[float
         root,
         alerts={"rules_file": str(rules), "webhooks": [{"url": f"http://127.0.0.1:{port}/hook"}]},
     )
+    from llmtap.processors.alerts.delivery_stage import AlertDeliveryStage
     from llmtap.processors.stream.app import StreamApp
+    from llmtap.roles import ThreadedStage
 
     stream = StreamApp(settings)
     await stream.start()
+    delivery_stage = AlertDeliveryStage(settings)
+    delivery = ThreadedStage("alert delivery", delivery_stage.run, delivery_stage.ready)
+    await delivery.start()
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
     sent: dict[str, float] = {}
     try:
@@ -215,6 +220,7 @@ async def alert_latency(bootstrap: str, root: Path, breaches: int) -> list[float
                 await asyncio.sleep(0.02)
             await asyncio.sleep(rng.uniform(0, 1))  # breaches land anywhere in the cycle
     finally:
+        await delivery.stop()
         await stream.stop()
         await runner.cleanup()
     return [received[tenant] - sent[tenant] for tenant in sent if tenant in received]

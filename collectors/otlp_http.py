@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 import zlib
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -52,14 +53,16 @@ class HttpError(Exception):
         self.retry_after_seconds = retry_after_seconds
 
 
-def build_http_app(core: ReceiverCore) -> web.Application:
+def build_http_app(
+    core: ReceiverCore, extra_metrics: Callable[[], Awaitable[bytes]] | None = None
+) -> web.Application:
     # aiohttp's own body limit guards the compressed size. Its automatic decompression is off:
     # _decompress inflates with a hard output limit, so a gzip bomb never expands in memory.
     app = web.Application(
         client_max_size=core.config.max_request_bytes,
         handler_args={"auto_decompress": False},
     )
-    handler = _TracesHandler(core)
+    handler = _TracesHandler(core, extra_metrics)
     app.router.add_post("/v1/traces", handler.handle)
     app.router.add_post("/v1/logs", handler.handle_logs)
     app.router.add_get("/metrics", handler.metrics)
@@ -68,8 +71,11 @@ def build_http_app(core: ReceiverCore) -> web.Application:
 
 
 class _TracesHandler:
-    def __init__(self, core: ReceiverCore) -> None:
+    def __init__(
+        self, core: ReceiverCore, extra_metrics: Callable[[], Awaitable[bytes]] | None = None
+    ) -> None:
         self._core = core
+        self._extra_metrics = extra_metrics
 
     async def handle(self, request: web.Request) -> web.Response:
         return await self._handle(request, logs=False)
@@ -115,8 +121,9 @@ class _TracesHandler:
             self._core.telemetry.latency_seconds.observe(time.perf_counter() - started)
 
     async def metrics(self, request: web.Request) -> web.Response:
+        extra = await self._extra_metrics() if self._extra_metrics is not None else b""
         return web.Response(
-            body=self._core.telemetry.render(),
+            body=self._core.telemetry.render() + extra,
             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
         )
 

@@ -21,6 +21,7 @@ from llmtap.collectors.trace_ingest import IngestTopics
 from llmtap.errors import LlmtapError
 from llmtap.kafka import ensure_topics, producer_config
 from llmtap.kafka_writer import AsyncKafkaWriter
+from llmtap.lag_metrics import LagMetrics
 from llmtap.schemas.topics import dead_letter_topic, raw_logs_topic, raw_spans_topic
 from llmtap.settings import Settings
 from llmtap.telemetry import ComponentTelemetry
@@ -76,7 +77,9 @@ class Collector:
         self._writer.start()
         try:
             self._runner = web.AppRunner(
-                build_http_app(self._core), access_log=None, shutdown_timeout=self._shutdown_grace()
+                build_http_app(self._core, LagMetrics(self._settings).render),
+                access_log=None,
+                shutdown_timeout=self._shutdown_grace(),
             )
             await self._runner.setup()
             site = web.TCPSite(self._runner, self._config.address, self._config.http_port)

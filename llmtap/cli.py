@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
 import sys
@@ -224,7 +225,8 @@ async def _serve_roles(
     demo_rate: float | None = None,
 ) -> None:
     """Start the roles, run until a signal (or the duration), then stop them in reverse order."""
-    from llmtap.roles import start_role
+    from llmtap import heartbeat
+    from llmtap.roles import failure_of, start_role
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -232,6 +234,7 @@ async def _serve_roles(
         loop.add_signal_handler(signum, stop.set)
     started = []
     demo = None
+    interrupted = False
     try:
         for role in roles:
             started.append(await start_role(role, settings, progress))
@@ -245,15 +248,33 @@ async def _serve_roles(
                 settings, rate_spans_per_second=demo_rate, http_port=port, progress=progress
             )
         progress("running; press Ctrl-C to stop")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=duration_seconds)
+        deadline = None if duration_seconds is None else loop.time() + duration_seconds
+        while not stop.is_set() and (deadline is None or loop.time() < deadline):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=1.0)
+            failures = [failure for failure in map(failure_of, started) if failure]
+            failures += heartbeat.stalled()
+            if failures:
+                # A stage that died would leave a process that looks alive and does nothing:
+                # exit non-zero instead, so that a supervisor restarts it (docker-compose.yml
+                # restarts llmtap's services; systemd: Restart=on-failure).
+                raise LlmtapError(f"{'; '.join(failures)}; exiting so that it can be restarted")
+    except BaseException:
+        interrupted = True
+        raise
     finally:
         if demo is not None:
             from llmtap.cli_demo import stop_demo
 
             await asyncio.to_thread(stop_demo, demo, progress)
+        errors: list[Exception] = []
         for component in reversed(started):
-            await component.stop()
+            try:
+                await component.stop()
+            except Exception as error:  # the others must stop too; the first is raised after
+                errors.append(error)
+        if errors and not interrupted:
+            raise errors[0]
 
 
 # -- check ---------------------------------------------------------------------------------------
@@ -642,6 +663,12 @@ def _configure_logging(level: str) -> None:
         logging.getLogger(name).setLevel(quiet_level)
 
 
+# A full disk, an exceeded quota or file size limit, a read-only or forbidden folder.
+_STORAGE_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+)
+
+
 def main() -> None:
     try:
         cli.main(prog_name="llmtap", standalone_mode=False)
@@ -659,3 +686,10 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except OSError as error:
+        # tempfile reports a full /tmp as "No usable temporary directory" (ENOENT)
+        if error.errno not in _STORAGE_ERRNOS and "No usable temporary" not in str(error):
+            raise
+        # A full or read-only disk is the operator's to fix: say so instead of a traceback.
+        click.echo(f"error: cannot write to disk: {error}; is it full or read-only?", err=True)
+        sys.exit(1)

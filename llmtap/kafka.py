@@ -205,12 +205,21 @@ def rewind_to_committed(consumer: Any) -> None:
     the batch is read again)."""
     import time
 
-    from confluent_kafka import TopicPartition
+    from confluent_kafka import KafkaException, TopicPartition
 
     assignment = consumer.assignment()
     if not assignment:
         return
-    for partition in consumer.committed(assignment, timeout=30):
+    deadline = time.monotonic() + 300
+    while True:  # the broker may be away (that is often why the transaction was aborted)
+        try:
+            committed = consumer.committed(assignment, timeout=30)
+            break
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+    for partition in committed:
         offset = partition.offset if partition.offset >= 0 else 0  # never committed: start over
         consumer.seek(TopicPartition(partition.topic, partition.partition, offset))
     time.sleep(0.1)

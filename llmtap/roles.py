@@ -7,6 +7,7 @@ run in their own thread and stop at their next batch boundary.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Callable
 from typing import Protocol
@@ -16,9 +17,18 @@ from llmtap.settings import Settings
 
 ROLES = ("collector", "processor", "sink", "web")
 
+logger = logging.getLogger(__name__)
+
 
 class RunningRole(Protocol):
     async def stop(self) -> None: ...
+
+
+def failure_of(component: object) -> str | None:
+    """Why a running component stopped by itself (None while it runs or for kinds that do not
+    report it): the process then exits non-zero so that a supervisor restarts it."""
+    failure = getattr(component, "failure", None)
+    return failure() if callable(failure) else None
 
 
 class ThreadedStage:
@@ -38,9 +48,17 @@ class ThreadedStage:
     def _main(self, run: Callable[[threading.Event], None]) -> None:
         try:
             run(self._stop)
-        except BaseException as error:  # reported by start()/stop() in the event loop
+        except BaseException as error:  # reported by start()/stop()/failure()
+            logger.exception("the %s stopped with an error", self._name)
             self._error = error
             self._ready.set()
+
+    def failure(self) -> str | None:
+        if self._thread.is_alive() or self._stop.is_set() or not self._thread.ident:
+            return None
+        if self._error is None:
+            return f"the {self._name} stopped by itself"
+        return f"the {self._name} stopped: {type(self._error).__name__}: {self._error}"
 
     async def start(self, timeout_seconds: float = 120) -> None:
         self._thread.start()
@@ -67,6 +85,9 @@ class _Together:
         for component in self._components:
             await component.stop()
 
+    def failure(self) -> str | None:
+        return next(filter(None, map(failure_of, self._components)), None)
+
 
 async def _start_processor(settings: Settings, progress: Callable[[str], None]) -> RunningRole:
     """The normalizer, then the stream worker, the risk stage and the drift stage, if enabled.
@@ -88,6 +109,13 @@ async def _start_processor(settings: Settings, progress: Callable[[str], None]) 
             stream = StreamApp(settings, progress)
             await stream.start()
             started.append(stream)
+            if settings.processor.alerts.webhooks:
+                from llmtap.processors.alerts.delivery_stage import AlertDeliveryStage
+
+                delivery = AlertDeliveryStage(settings, progress)
+                running_delivery = ThreadedStage("alert delivery", delivery.run, delivery.ready)
+                await running_delivery.start()
+                started.append(running_delivery)
         if settings.processor.risk.enabled:
             from llmtap.processors.risk.stage import RiskStage
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmtap.kafka import client_config
+from llmtap.processors.alerts.config import delivery_group
 from llmtap.settings import Settings
 
 
@@ -36,6 +37,7 @@ def kafka_lag(settings: Settings) -> list[StageLag]:
         ("aggregate", settings.topics.normalized_spans, settings.processor.stream.app_id),
         ("merge", settings.topics.aggregate_partials, settings.processor.stream.app_id),
         ("sink-derived", settings.topics.aggregates, settings.sink.derived_consumer_group),
+        ("alert-delivery", settings.topics.alerts, delivery_group(settings)),
         ("risk", settings.topics.normalized_spans, settings.processor.risk.consumer_group),
         ("drift", settings.topics.normalized_spans, settings.processor.drift.consumer_group),
     ]

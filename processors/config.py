@@ -81,6 +81,14 @@ class ProcessorConfig(BaseModel):
     poll_timeout_seconds: float = Field(
         default=0.2, gt=0, le=10, description="Longest wait for a batch to fill (adds latency)."
     )
+    stall_timeout_seconds: float = Field(
+        default=300.0,
+        ge=10,
+        description=(
+            "A normalizer loop that has not turned for this long (a Kafka transaction stuck "
+            "after a broker restart) makes the process exit 1, for its supervisor to restart."
+        ),
+    )
     dedupe_window_spans: int = Field(
         default=200_000,
         ge=0,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
@@ -13,7 +13,9 @@ Severity = Literal["info", "warning", "critical"]
 class WebhookConfig(BaseModel):
     """One alert destination: a generic JSON webhook or a Slack-compatible incoming webhook."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Errors never echo input: the secret, the URL (a Slack webhook URL is a credential) and
+    # headers (Authorization) are all secrets.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     url: str = Field(pattern=r"^https?://\S+$", description="Endpoint the alert is POSTed to.")
     kind: Literal["json", "slack"] = Field(
@@ -48,7 +50,7 @@ class WebhookConfig(BaseModel):
 class AlertsConfig(BaseModel):
     """Alert rules and delivery (docs/alerts.md)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     rules_file: Path | None = Field(
         default=None,
@@ -75,3 +77,8 @@ class AlertsConfig(BaseModel):
             "backoff_initial_seconds, backoff_max_seconds, min_severity, headers}."
         ),
     )
+
+
+def delivery_group(settings: Any) -> str:
+    """Consumer group of the alert delivery stage: the stream's app id + ``-delivery``."""
+    return f"{settings.processor.stream.app_id}-delivery"

@@ -133,9 +133,9 @@ def fingerprint(rule_id: str, labels: dict[str, str]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def event_id(fingeralert_fingerprintvalue: str, fired_at_ms: int, state: str) -> str:
+def event_id(fingerprint: str, fired_at_ms: int, state: str) -> str:
     """Stable per notification: the same firing (or its resolve) always has the same id."""
-    text = f"{fingeralert_fingerprintvalue}:{fired_at_ms}:{state}"
+    text = f"{fingerprint}:{fired_at_ms}:{state}"
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 

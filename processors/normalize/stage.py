@@ -128,18 +128,7 @@ class NormalizerStage:
                 },
             )
         )
-        producer = Producer(
-            producer_config(
-                settings,
-                **{
-                    "client.id": "llmtap-normalizer",
-                    "transactional.id": f"{self._config.consumer_group}-{uuid.uuid4().hex[:12]}",
-                    "message.max.bytes": topics.max_message_bytes + 64 * 1024,
-                    "transaction.timeout.ms": 60_000,
-                    "message.timeout.ms": 60_000,
-                },
-            )
-        )
+        producer = self._new_producer()
         try:
             producer.init_transactions(60)
             consumer.subscribe([topics.raw_spans, topics.raw_logs], on_revoke=self._on_revoke)
@@ -148,7 +137,9 @@ class NormalizerStage:
                 f"{topics.normalized_spans} (prices {self.prices.version})"
             )
             self.ready.set()
-            heartbeat = Heartbeat(settings.data_dir, "normalizer")
+            heartbeat = Heartbeat(
+                settings.data_dir, "normalizer", stall_seconds=self._config.stall_timeout_seconds
+            )
             while not stop.is_set():
                 heartbeat.beat()
                 messages = consumer.consume(
@@ -157,14 +148,32 @@ class NormalizerStage:
                 )
                 deadline = self._joiner.next_deadline()
                 if messages or (deadline is not None and deadline <= time.monotonic()):
-                    self._process_batch(consumer, producer, messages)
+                    producer = self._process_batch(consumer, producer, messages)
+            heartbeat.close()
         finally:
             consumer.close()
             producer.flush(30)
 
+    def _new_producer(self) -> Producer:
+        """A transactional producer with a fresh transactional id (not yet initialised)."""
+        return Producer(
+            producer_config(
+                self._settings,
+                **{
+                    "client.id": "llmtap-normalizer",
+                    "transactional.id": f"{self._config.consumer_group}-{uuid.uuid4().hex[:12]}",
+                    "message.max.bytes": self._settings.topics.max_message_bytes + 64 * 1024,
+                    "transaction.timeout.ms": 60_000,
+                    "message.timeout.ms": 60_000,
+                },
+            )
+        )
+
     def _process_batch(
         self, consumer: Consumer, producer: Producer, messages: list[Message]
-    ) -> None:
+    ) -> Producer:
+        """Process one batch in one transaction; returns the producer to use next (a new one
+        after a fatal producer error, such as the broker losing the transaction)."""
         producer.begin_transaction()
         try:
             self._read_replay_metadata(consumer, messages)
@@ -194,13 +203,13 @@ class NormalizerStage:
             self._seen_in_transaction.clear()
         except KafkaException as exception:
             error = exception.args[0]
-            if not error.txn_requires_abort() and not error.retriable():
+            if not error.fatal() and not error.txn_requires_abort() and not error.retriable():
                 raise
             logger.warning(
                 "normalizer transaction aborted, the batch will be read again: %s", error
             )
             self.telemetry.error(Stage.SENDING, "transaction_aborted")
-            producer.abort_transaction(60)
+            producer = self._abort_or_replace(producer, error)
             # Everything since the committed offsets is read again: forget what this process
             # holds or saw since then, or the re-read spans would be taken for duplicates.
             for identity in self._seen_in_transaction:
@@ -210,6 +219,29 @@ class NormalizerStage:
             self._replays.clear()
             self._metadata_read.clear()
             rewind_to_committed(consumer)
+        return producer
+
+    def _abort_or_replace(self, producer: Producer, error: KafkaError) -> Producer:
+        """Abort the open transaction; when that is impossible (a fatal error, or the abort
+        itself fails while the broker is away), drop the producer for a new one. Either way
+        nothing of the batch is committed, so it is read again."""
+        if not error.fatal():
+            try:
+                producer.abort_transaction(60)
+                return producer
+            except KafkaException as problem:
+                logger.warning("normalizer: abort failed too (%s); replacing the producer", problem)
+        producer.purge()
+        replacement = self._new_producer()
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                replacement.init_transactions(30)
+                return replacement
+            except KafkaException as problem:
+                if time.monotonic() > deadline:
+                    raise
+                logger.warning("normalizer: waiting for Kafka to start a producer (%s)", problem)
 
     def _process_message(self, producer: Producer, message: Message) -> None:
         headers = dict(message.headers() or [])
@@ -261,11 +293,14 @@ class NormalizerStage:
         except OtlpDecodeError as error:
             self._dead_letter(producer, message, value, f"undecodable raw logs message: {error}")
             return
-        redactor = self._redactor_for(dict(message.headers() or []))
+        headers = dict(message.headers() or [])
+        redactor = self._redactor_for(headers)
         if redactor is not None:
             self.telemetry.redacted(redactor.redact_logs_request(request))
         position = _position(message)
-        decoded = decode_genai_records(request, position)
+        # The tenant is part of the join key, read as for spans: records never reach a span of
+        # another tenant, whatever trace and span ids they carry.
+        decoded = decode_genai_records(request, position, _header_text(headers, Header.TENANT))
         if decoded.ignored:
             self.telemetry.discarded(decoded.ignored, "not_genai_event")
         records = decoded.records
@@ -287,7 +322,8 @@ class NormalizerStage:
         return redactor
 
     def _emit(self, producer: Producer, span: LlmSpan) -> None:
-        identity = bytes.fromhex(span.trace_id + span.span_id)
+        # Per tenant: another tenant reusing a span's ids must not get the real span dropped.
+        identity = span.tenant.encode() + b"\0" + bytes.fromhex(span.trace_id + span.span_id)
         if self._is_duplicate(identity):
             self.telemetry.discarded(1, "duplicate")
             return

@@ -5,7 +5,7 @@ Data path (every topic keyed so that the state a record touches lives on one wor
     normalized spans ──aggregate──▶ aggregate partials ──merge──▶ aggregates ──evaluate──▶ alerts
       (by trace id)    per source     (by window+group)   per      (1 partition)  rules    (1 part.)
                        partition                          window                     │
-                                                                       deliver ◀──────┘ webhooks
+                                                       (delivery stage) deliver ◀──────┘ webhooks
 
 * ``aggregate`` takes batches (``stream.take_events``) and keeps one partial per source
   partition and window in the ``aggregate-windows`` table. Each partial holds the highest
@@ -14,8 +14,8 @@ Data path (every topic keyed so that the state a record touches lives on one wor
 * ``merge`` replaces each partition's partial by its newest version and emits the sum: a
   duplicate or reordered partial changes nothing.
 * ``evaluate`` feeds the alert evaluator (state in the ``alert-state`` table) and a timer
-  evaluates the rules; ``deliver`` posts pending alerts to webhooks and re-emits each alert with
-  its delivery outcome. Delivery has its own agent, so a slow webhook never holds the stream.
+  evaluates the rules. Delivery to webhooks is not an agent: it is its own Kafka stage
+  (:mod:`llmtap.processors.alerts.delivery_stage`), with commits that never skip an alert.
 
 Several workers share the work by partitions (faust's consumer group ``app_id``); the tables'
 changelog topics let a worker take over a partition's state. Processing is at-least-once
@@ -43,9 +43,7 @@ from llmtap.processors.aggregates.merge import PartialMerger
 from llmtap.processors.aggregates.windows import WindowConfig, WindowedAggregator
 from llmtap.processors.stream.table_store import FaustTableStore
 from llmtap.schemas.aggregates import (
-    AlertEvent,
     decode_aggregates,
-    decode_alert,
     encode_aggregates,
     encode_alert,
 )
@@ -138,8 +136,6 @@ class StreamApp:
 
     async def stop(self) -> None:
         await self.app.stop()
-        if self._deliverer is not None:
-            await self._deliverer.stop()
 
     # -- the app -----------------------------------------------------------------------------
 
@@ -195,7 +191,6 @@ class StreamApp:
             FaustTableStore(merge_table, merge_partition.of), config.retention_seconds
         )
         self._rules, self._evaluator = self._alerting(alert_table)
-        self._deliverer = self._delivery()
         telemetry = self.telemetry
         heartbeat = self._heartbeat
         batch_size, batch_wait = config.batch_max_messages, config.batch_max_wait_seconds
@@ -294,19 +289,6 @@ class StreamApp:
                     )
                     await alerts.send(key=alert.fingerprint.encode(), value=encode_alert(alert))
 
-        deliverer = self._deliverer
-
-        @app.agent(alerts, name="deliver")
-        async def deliver(stream: Any) -> None:
-            async for value in stream:
-                alert: AlertEvent = decode_alert(value)
-                if alert.delivery_status != "pending":
-                    continue
-                if deliverer is None:
-                    continue
-                outcome = await deliverer.deliver(alert)
-                await alerts.send(key=alert.fingerprint.encode(), value=encode_alert(outcome))
-
         @app.timer(2.0, name="heartbeat")  # type: ignore[untyped-decorator]
         async def beat() -> None:
             heartbeat.beat()  # the event loop runs: agents and timers are scheduled
@@ -329,13 +311,6 @@ class StreamApp:
             base_window_seconds=self._settings.processor.alerts.base_window_seconds,
         )
         return rules, evaluator
-
-    def _delivery(self) -> Any:
-        if not self._settings.processor.alerts.webhooks:
-            return None
-        from llmtap.processors.alerts.delivery import AlertDeliverer
-
-        return AlertDeliverer(self._settings.processor.alerts)
 
 
 def _observe_signal(evaluator: Any, value: bytes) -> None:

@@ -18,7 +18,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -39,7 +39,18 @@ from llmtap.schemas.topics import (
 )
 from llmtap.settings import Settings
 from llmtap.sinks.clickhouse.drift_rows import DRIFT_COLUMNS, drift_rows
-from llmtap.sinks.clickhouse.sink import looks_like_bad_data
+from llmtap.sinks.clickhouse.rows import (
+    DATETIME64_9_NANOS,
+    check_time,
+    datetime64_from_millis,
+    datetime_from_seconds,
+)
+from llmtap.sinks.clickhouse.sink import (
+    close_quietly,
+    commit_offsets,
+    describe_insert_failure,
+    looks_like_bad_data,
+)
 from llmtap.telemetry import ComponentTelemetry, Stage
 
 logger = logging.getLogger(__name__)
@@ -144,7 +155,7 @@ def aggregate_rows(value: bytes) -> list[tuple[str, Row]]:
 
 
 def _window_start(aggregate: Aggregate) -> datetime:
-    return datetime.fromtimestamp(aggregate.window_start, tz=UTC)
+    return datetime_from_seconds("window_start", aggregate.window_start)
 
 
 def _aggregate_row(a: Aggregate) -> Row:
@@ -210,14 +221,10 @@ def alert_rows(value: bytes) -> list[tuple[str, Row]]:
     return [("alerts", _alert_row(alert))]
 
 
-def _millis(value: int | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(value / 1000, tz=UTC)
-
-
 def _alert_row(alert: AlertEvent) -> Row:
     return (
-        _millis(alert.fired_at_ms),
-        _millis(alert.resolved_at_ms),
+        datetime64_from_millis("fired_at_ms", alert.fired_at_ms),
+        datetime64_from_millis("resolved_at_ms", alert.resolved_at_ms),
         alert.tenant,
         alert.rule_id,
         alert.severity,
@@ -229,7 +236,7 @@ def _alert_row(alert: AlertEvent) -> Row:
         alert.message,
         alert.delivery_status,
         alert.delivery_attempts,
-        _millis(alert.delivered_at_ms),
+        datetime64_from_millis("delivered_at_ms", alert.delivered_at_ms),
         alert.delivery_error,
         # one row per notification: firing and resolved events of one firing are two rows
         f"{alert.event_id}:{alert.state}",
@@ -272,7 +279,7 @@ EMBEDDING_COLUMNS = (
 def score_rows(value: bytes) -> list[tuple[str, Row]]:
     s = decode_score(value)
     row: Row = (
-        s.timestamp,  # DateTime64(9) ticks
+        check_time("timestamp", s.timestamp, DATETIME64_9_NANOS),  # DateTime64(9) ticks
         s.tenant,
         s.trace_id,
         s.span_id,
@@ -297,7 +304,7 @@ def score_rows(value: bytes) -> list[tuple[str, Row]]:
 def embedding_rows(value: bytes) -> list[tuple[str, Row]]:
     e = decode_embedding(value)
     row: Row = (
-        e.timestamp,
+        check_time("timestamp", e.timestamp, DATETIME64_9_NANOS),
         e.tenant,
         e.trace_id,
         e.span_id,
@@ -375,7 +382,7 @@ class DerivedSink:
                 if messages:
                     self._write(consumer, messages)
         finally:
-            consumer.close()
+            close_quietly(consumer)
             self._dead_letters.flush(30)
             self._client.close()
 
@@ -401,7 +408,7 @@ class DerivedSink:
         self._dead_letters.flush(30)
         positions = [tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0]
         if positions:
-            consumer.commit(offsets=positions, asynchronous=False)
+            commit_offsets(consumer, positions)
 
     def _insert_with_retry(self, table: Table, rows: list[tuple[Row, Message]]) -> None:
         delay = self._config.retry_initial_seconds
@@ -416,9 +423,10 @@ class DerivedSink:
                     return
                 self.telemetry.error(Stage.SENDING, type(problem).__name__)
                 logger.warning(
-                    "ClickHouse insert into %s failed (%s); retrying in %.1f s",
+                    "ClickHouse insert into %s failed (%s); the rows stay in Kafka, "
+                    "retrying in %.1f s",
                     table.name,
-                    str(problem).splitlines()[0][:300],
+                    describe_insert_failure(problem, self._settings),
                     delay,
                 )
                 time.sleep(delay)

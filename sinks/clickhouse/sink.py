@@ -20,6 +20,7 @@ found by bisecting the batch and go to the dead-letter topic with the reason.
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 import time
@@ -27,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from llmtap.clickhouse import open_client
 from llmtap.errors import LlmtapError
@@ -121,7 +122,7 @@ class ClickHouseSink:
                 self._poll_once(consumer)
             self._flush(consumer)  # what is buffered is written before a clean stop
         finally:
-            consumer.close()
+            close_quietly(consumer)
             self._dead_letters.flush(30)
             self._client.close()
 
@@ -205,7 +206,7 @@ class ClickHouseSink:
             commits.append(TopicPartition(self._topic, partition, next_offset))
         if commits:
             self._dead_letters.flush(30)
-            consumer.commit(offsets=commits, asynchronous=False)
+            commit_offsets(consumer, commits)
         self._buffers.clear()
         self._buffered_rows = 0
         self._buffered_bytes = 0
@@ -223,9 +224,10 @@ class ClickHouseSink:
             except Exception as problem:
                 self.telemetry.error(Stage.SENDING, type(problem).__name__)
                 logger.warning(
-                    "ClickHouse insert of %d rows failed (%s); retrying in %.1f s",
+                    "ClickHouse insert of %d rows failed (%s); the rows stay in Kafka, "
+                    "retrying in %.1f s",
                     len(rows),
-                    _first_line(problem),
+                    describe_insert_failure(problem, self._settings),
                     delay,
                 )
                 time.sleep(delay)
@@ -380,6 +382,25 @@ def _runs(days: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
+def commit_offsets(consumer: Consumer, offsets: list[TopicPartition]) -> None:
+    """Commit, tolerating failure: the rows are in ClickHouse with their offsets, and a sink
+    that gets the partition resumes after what ClickHouse holds, so a lost commit (the broker
+    away, a rebalance) only means the next commit or owner covers it. Raising here would stop
+    the sink for a broker restart."""
+    try:
+        consumer.commit(offsets=offsets, asynchronous=False)
+    except KafkaException as problem:
+        logger.warning("offset commit failed (%s); the next commit covers it", problem)
+
+
+def close_quietly(consumer: Consumer) -> None:
+    """Close, even when the final commit or leave-group fails (the broker away at shutdown)."""
+    try:
+        consumer.close()
+    except (KafkaException, RuntimeError) as problem:
+        logger.warning("closing the Kafka consumer: %s", problem)
+
+
 def looks_like_bad_data(problem: BaseException) -> bool:
     """Errors caused by the values sent, as opposed to ClickHouse being unreachable."""
     text = str(problem)
@@ -400,10 +421,46 @@ def looks_like_bad_data(problem: BaseException) -> bool:
         "TypeError",
         "struct.error",
         "argument out of range",
+        "Unable to create native array",  # a value the client cannot encode for its column
     )
     return isinstance(problem, ValueError | TypeError | OverflowError) or any(
         marker in text for marker in markers
     )
+
+
+# Errors that mean the storage under ClickHouse refuses writes (disk full, quota, read-only or
+# not permitted), as opposed to ClickHouse being unreachable.
+_STORAGE_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+)
+_STORAGE_MARKERS = (
+    "NOT_ENOUGH_SPACE",
+    "No space left",
+    "File too large",
+    "Read-only file system",
+    "Permission denied",
+    "Disk quota exceeded",
+    "CANNOT_WRITE_TO_FILE",
+    "No usable temporary directory",  # the embedded engine's inserts go through a temp file
+)
+
+
+def describe_insert_failure(problem: BaseException, settings: Settings) -> str:
+    """The failure as an operator should read it: a full or read-only disk says so and names
+    the folder, instead of looking like ClickHouse being away."""
+    text = _first_line(problem)
+    storage = (isinstance(problem, OSError) and problem.errno in _STORAGE_ERRNOS) or any(
+        marker in str(problem) for marker in _STORAGE_MARKERS
+    )
+    if not storage:
+        return text
+    target = settings.clickhouse_target()
+    where = (
+        f"ClickHouse's data folder {target.path}"
+        if target.kind == "chdb"
+        else f"the ClickHouse server's disk ({target.kind}://{target.host})"
+    )
+    return f"cannot write to {where}: {text}; is the disk full or read-only?"
 
 
 def _first_line(problem: BaseException) -> str:

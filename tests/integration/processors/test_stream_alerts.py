@@ -15,6 +15,7 @@ from llmtap.clickhouse import open_target
 from llmtap.clickhouse_dsn import ClickHouseTarget
 from llmtap.dev.kafka_broker import BrokerState
 from llmtap.processors.alerts.delivery import verify_signature
+from llmtap.processors.alerts.delivery_stage import AlertDeliveryStage
 from llmtap.processors.stream.app import StreamApp
 from llmtap.settings import Settings
 from llmtap.sinks.clickhouse.derived import DerivedSink
@@ -113,6 +114,7 @@ def test_a_budget_breach_fires_one_alert_then_resolves(
             )
         app = StreamApp(settings)
         await app.start()
+        delivery = _Thread(AlertDeliveryStage(settings)).__enter__()
         timeline: list[float] = []
         try:
             produced_at = time.monotonic()
@@ -125,6 +127,7 @@ def test_a_budget_breach_fires_one_alert_then_resolves(
                 await asyncio.sleep(0.2)
             await asyncio.sleep(3)  # nothing more arrives: no duplicate, no re-fire
         finally:
+            await asyncio.to_thread(delivery.__exit__, None, None, None)
             await app.stop()
             await receiver.stop()
         return settings, timeline
