@@ -332,7 +332,7 @@ class Pipeline:
                 **self._collector_overrides,
             },
             "processor": {
-                "stall_timeout_seconds": 30,
+                "stall_timeout_seconds": 60,
                 "risk": {"enabled": False},
                 "drift": {"enabled": False},
                 "stream": {
@@ -486,7 +486,7 @@ class Pipeline:
 
     # draining and reading back
 
-    def wait_drained(self, timeout: float = 180) -> None:
+    def wait_drained(self, timeout: float = 240) -> None:
         """Until every stage has committed everything its input topic holds.
 
         Transactional topics end with a commit marker a consumer never reads, so a stage may
