@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 .PHONY: help setup run migrate test test-unit test-integration test-faults lint format typecheck docs bench kafka-start kafka-stop kafka-status clean
 
 help: ## List the developer commands
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 setup: ## Create the venv and install llmtap, its dependencies and dev tools (re-runnable)
 	@scripts/bootstrap
