@@ -125,15 +125,21 @@ class AlertDeliveryStage:
                 pending.pop(alert.event_id, None)
                 self._remember(alert.event_id)
         if pending:
-            outcomes = loop.run_until_complete(
-                asyncio.gather(*(deliverer.deliver(alert) for alert, _ in pending.values()))
-            )
-            for outcome in outcomes:
+
+            async def deliver_and_record(alert: AlertEvent) -> None:
+                outcome = await deliverer.deliver(alert)
+                # Written as soon as this alert is done, not after the whole batch: a crash
+                # after a webhook's 2xx resends only what had no outcome in Kafka yet.
                 producer.produce(
                     self._topic, value=encode_alert(outcome), key=outcome.fingerprint.encode()
                 )
+                producer.flush(30)
                 self._remember(outcome.event_id)
                 self.delivered += outcome.delivery_status == "delivered"
+
+            loop.run_until_complete(
+                asyncio.gather(*(deliver_and_record(alert) for alert, _ in pending.values()))
+            )
         remaining = producer.flush(60)
         if remaining:
             # Not written: do not commit, the batch is read again after a restart.

@@ -641,8 +641,12 @@ def aggregate_mismatches(pipeline: Pipeline) -> list[list[Any]]:
     return pipeline.query(AGGREGATE_MISMATCHES)
 
 
-def check_alerts(pipeline: Pipeline, webhook: FlakyWebhook, services: set[str]) -> None:
-    """One alert per service, each acknowledged by the webhook exactly once, none lost."""
+def check_alerts(
+    pipeline: Pipeline, webhook: FlakyWebhook, services: set[str], redeliveries: int = 0
+) -> None:
+    """One alert per service, each acknowledged by the webhook, none lost; acknowledged twice
+    at most ``redeliveries`` times (the documented crash window: a processor killed between a
+    webhook's 2xx and the outcome reaching Kafka resends that alert with the same event id)."""
     rows = pipeline.query(
         "SELECT splitByChar(':', dedup_key)[1], argMax(delivery_status, version), "
         "argMax(group_key, version) FROM alerts WHERE state = 'firing' GROUP BY dedup_key"
@@ -652,6 +656,8 @@ def check_alerts(pipeline: Pipeline, webhook: FlakyWebhook, services: set[str]) 
     assert set(groups) == {f"service_name={service}" for service in services}, groups
     assert all(count == 1 for count in groups.values()), f"an alert fired twice: {groups}"
     assert set(webhook.acknowledged) == set(stored), (webhook.acknowledged, stored)
-    twice = {event: n for event, n in webhook.acknowledged.items() if n > 1}
-    assert not twice, f"alerts acknowledged more than once: {twice}"
+    twice = {event: n - 1 for event, n in webhook.acknowledged.items() if n > 1}
+    assert sum(twice.values()) <= redeliveries, f"alerts acknowledged more than once: {twice}"
+    if twice:
+        print(f"redelivered after a crash, same event id: {twice}")
     assert all(status == "delivered" for status, _ in stored.values()), stored
