@@ -18,7 +18,7 @@ run: setup ## Main job: bring llmtap up on the embedded defaults (local Kafka + 
 	$(BIN)/llmtap up
 
 test: setup ## Full suite: unit and integration tests on real Kafka and the embedded ClickHouse
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not nightly" $(PYTEST_ARGS)
 
 test-unit: setup ## Unit tests only (no broker, no engine)
 	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
@@ -26,7 +26,7 @@ test-unit: setup ## Unit tests only (no broker, no engine)
 test-integration: setup ## Integration tests only
 	$(BIN)/python -m pytest -m integration $(PYTEST_ARGS)
 
-test-faults: setup ## Fault injection on the whole pipeline only (also part of `make test`)
+test-faults: setup ## Fault injection on the whole pipeline, incl. the nightly broker restart
 	$(BIN)/python -m pytest -m faults $(PYTEST_ARGS)
 
 lint: setup ## ruff (lint + format check) and mypy

@@ -90,6 +90,7 @@ def wait_until(condition: object, timeout: float) -> None:
         time.sleep(0.5)
 
 
+@pytest.mark.nightly  # passed 3 of 4 full runs on a loaded CI machine: see docs/guarantees.md
 def test_broker_stopped_and_restarted_mid_stream(tmp_path: Path) -> None:
     webhook = FlakyWebhook(fail_first=1, hang_every=5)
     try:
