@@ -140,6 +140,21 @@ def encode_aggregates(aggregates: list[Aggregate]) -> bytes:
     return _aggregate_encoder.encode(aggregates)
 
 
+def join_encoded_aggregates(encoded: list[bytes]) -> bytes:
+    """What :func:`encode_aggregates` returns, from records each already encoded by
+    :func:`encode_aggregate`: a stage that keeps its records' bytes re-sends unchanged ones
+    without encoding them again."""
+    return msgpack_array_header(len(encoded)) + b"".join(encoded)
+
+
+def msgpack_array_header(length: int) -> bytes:
+    if length < 16:
+        return bytes((0x90 | length,))
+    if length < 1 << 16:
+        return b"\xdc" + length.to_bytes(2, "big")
+    return b"\xdd" + length.to_bytes(4, "big")
+
+
 def decode_aggregates(value: bytes) -> list[Aggregate]:
     """A value holding a list of records (what the aggregates topics carry). Raises
     msgspec.ValidationError / DecodeError on anything else."""

@@ -8,7 +8,6 @@ workers without loss, which is what makes 1-hour rollups and multi-worker totals
 
 from __future__ import annotations
 
-from collections import Counter
 from decimal import Decimal
 from typing import Any
 
@@ -142,6 +141,25 @@ def quantiles(sketch: DDSketch, qs: tuple[float, ...]) -> list[float]:
     return results
 
 
+class SpanCosts:
+    """A span's priced cost as Decimals, converted once for all the windows the span joins."""
+
+    __slots__ = ("amounts", "currency")
+
+    def __init__(self, span: AggregateSpan | LlmSpan) -> None:
+        cost = span.cost
+        self.currency = "USD"
+        self.amounts: tuple[tuple[str, Decimal], ...] | None = None  # None: unpriced
+        if cost is not None and cost.priced:
+            self.currency = cost.currency
+            amounts = [("total", Decimal(cost.total or "0"))]
+            for part in _COST_PARTS:
+                amount = getattr(cost, part)
+                if amount:
+                    amounts.append((part, Decimal(amount)))
+            self.amounts = tuple(amounts)
+
+
 class Accumulator:
     """Mutable totals of one (window, group), built from spans or by merging partials."""
 
@@ -179,10 +197,11 @@ class Accumulator:
         # Created on first use: most windows of a high-cardinality group see few spans.
         self.latency: DDSketch | None = None
         self.ttft: DDSketch | None = None
-        self.finish_reasons: Counter[str] = Counter()
+        self.finish_reasons: dict[str, int] = {}  # not a Counter: ~4 µs to create each
         self.late_spans = 0
 
-    def add_span(self, span: AggregateSpan | LlmSpan) -> None:
+    def add_span(self, span: AggregateSpan | LlmSpan, costs: SpanCosts | None = None) -> None:
+        """Add one span; ``costs`` (its :class:`SpanCosts`) saves converting them again."""
         self.requests += 1
         if span.status == "error":
             self.errors += 1
@@ -192,17 +211,15 @@ class Accumulator:
         self.cache_read_tokens += usage.cache_read or 0
         self.cache_write_tokens += usage.cache_write or 0
         self.reasoning_tokens += usage.reasoning or 0
-        cost = span.cost
-        if cost is None or not cost.priced:
+        if costs is None:
+            costs = SpanCosts(span)
+        if costs.amounts is None:
             self.unpriced_requests += 1
         else:
-            self.currency = cost.currency
-            costs = self.costs
-            costs["total"] += Decimal(cost.total or "0")
-            for part in _COST_PARTS:
-                amount = getattr(cost, part)
-                if amount:
-                    costs[part] += Decimal(amount)
+            self.currency = costs.currency
+            totals = self.costs
+            for part, amount in costs.amounts:
+                totals[part] += amount
         if self.keeps_sketches:
             if self.latency is None:
                 self.latency = new_sketch()
@@ -212,8 +229,9 @@ class Accumulator:
                 if self.ttft is None:
                     self.ttft = new_sketch()
                 self.ttft.add(max(ttft, 0.001))
+        reasons = self.finish_reasons
         for reason in span.finish_reasons:
-            self.finish_reasons[reason] += 1
+            reasons[reason] = reasons.get(reason, 0) + 1
 
     def merge(self, other: Accumulator) -> None:
         self.requests += other.requests
@@ -236,7 +254,9 @@ class Accumulator:
             if self.ttft is None:
                 self.ttft = new_sketch()
             self.ttft.merge(other.ttft)
-        self.finish_reasons.update(other.finish_reasons)
+        reasons = self.finish_reasons
+        for reason, count in other.finish_reasons.items():
+            reasons[reason] = reasons.get(reason, 0) + count
         self.late_spans += other.late_spans
 
     def to_aggregate(
@@ -322,7 +342,7 @@ class Accumulator:
             accumulator.latency = sketch_from_bytes(aggregate.latency_sketch)
         if aggregate.ttft_sketch:
             accumulator.ttft = sketch_from_bytes(aggregate.ttft_sketch)
-        accumulator.finish_reasons = Counter(aggregate.finish_reasons)
+        accumulator.finish_reasons = dict(aggregate.finish_reasons)
         accumulator.late_spans = aggregate.late_spans
         return accumulator
 

@@ -45,6 +45,9 @@ class PartialMerger:
         self._store = store
         self._retention_seconds = retention_seconds
         self._buckets: dict[str, dict[str, _Partials]] = {}
+        # Each bucket entry's msgpack bytes (key and value): a batch re-encodes only the
+        # windows it changed, not every window of the buckets it touched.
+        self._encoded: dict[str, dict[str, bytes]] = {}
         self._newest_window_end = 0
         self._last_eviction = 0.0
 
@@ -71,8 +74,12 @@ class PartialMerger:
             changed[key] = state
             dirty_buckets.add(bucket_key)
             self._newest_window_end = max(self._newest_window_end, state.window_end)
+        for key, state in changed.items():
+            bucket_key = merge_bucket_of(partition, key)
+            self._encoded[bucket_key][key] = _encoder.encode(key) + _encoder.encode(state)
         for bucket_key in dirty_buckets:
-            self._store[bucket_key] = _encoder.encode(self._buckets[bucket_key])
+            entries = self._encoded[bucket_key]
+            self._store[bucket_key] = _map_header(len(entries)) + b"".join(entries.values())
         merged = [merge_partials(list(state.by_partition.values())) for state in changed.values()]
         self._evict(time.time() if now_seconds is None else now_seconds)
         return merged
@@ -80,12 +87,16 @@ class PartialMerger:
     def forget(self) -> None:
         """Drop the cache (after a rebalance): buckets are read again from the store."""
         self._buckets.clear()
+        self._encoded.clear()
 
     def _bucket(self, bucket_key: str) -> dict[str, _Partials]:
         bucket = self._buckets.get(bucket_key)
         if bucket is None:
             stored = self._store.get(bucket_key)
             bucket = self._buckets[bucket_key] = _decoder.decode(stored) if stored else {}
+            self._encoded[bucket_key] = {
+                key: _encoder.encode(key) + _encoder.encode(state) for key, state in bucket.items()
+            }
         return bucket
 
     def _evict(self, now: float) -> None:
@@ -98,6 +109,15 @@ class PartialMerger:
             if len(parts) >= 4 and int(parts[3]) + int(parts[2]) < horizon:
                 self._store.pop(key, None)
                 self._buckets.pop(key, None)
+                self._encoded.pop(key, None)
+
+
+def _map_header(length: int) -> bytes:
+    if length < 16:
+        return bytes((0x80 | length,))
+    if length < 1 << 16:
+        return b"\xde" + length.to_bytes(2, "big")
+    return b"\xdf" + length.to_bytes(4, "big")
 
 
 def merge_partials(partials: list[Aggregate]) -> Aggregate:

@@ -16,17 +16,17 @@ from __future__ import annotations
 
 import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
 
 import msgspec
 
-from llmtap.processors.aggregates.accumulator import Accumulator, AggregateSpan
+from llmtap.processors.aggregates.accumulator import Accumulator, AggregateSpan, SpanCosts
 from llmtap.schemas.aggregates import (
-    MODEL_DIMENSIONS,
     Aggregate,
     decode_aggregates,
-    encode_aggregates,
+    encode_aggregate,
+    join_encoded_aggregates,
 )
 from llmtap.schemas.llm_span import LlmSpan
 
@@ -61,6 +61,7 @@ class _Partial:
     accumulator: Accumulator
     offset: int  # highest source offset included (-1: none yet)
     record: Aggregate | None = None  # as last stored
+    encoded: bytes = b""  # ``record`` encoded: unchanged members of a bucket are not re-encoded
 
 
 def bucket_of(key: str) -> str:
@@ -77,6 +78,7 @@ def bucket_of(key: str) -> str:
 @dataclass
 class BatchResult:
     changed: list[Aggregate] = field(default_factory=list)  # partials to emit
+    changed_encoded: list[bytes] = field(default_factory=list)  # the same, encoded
     evicted: list[str] = field(default_factory=list)  # store keys removed
     late_spans: int = 0
     skipped_replayed: int = 0
@@ -96,32 +98,31 @@ def group_of(span: AggregateSpan | LlmSpan) -> dict[str, str]:
     }
 
 
-def partial_template(
-    dimension_set: str, window_seconds: int, window_start: int, values: dict[str, str]
-) -> Callable[[], Aggregate]:
-    def build() -> Aggregate:
-        if dimension_set == "user":
-            return Aggregate(
-                dimension_set="user",
-                window_start=window_start,
-                window_seconds=window_seconds,
-                tenant=values["tenant"],
-                user_id=values["user_id"],
-            )
+def _template(
+    dimension_set: str, window_seconds: int, window_start: int, span: AggregateSpan | LlmSpan
+) -> Aggregate:
+    """The window and group fields of a new partial (its totals are the accumulator's)."""
+    if dimension_set == "user":
         return Aggregate(
-            dimension_set="model",
+            dimension_set="user",
             window_start=window_start,
             window_seconds=window_seconds,
-            tenant=values["tenant"],
-            service_name=values["service_name"],
-            environment=values["environment"],
-            provider=values["provider"],
-            request_model=values["request_model"],
-            operation=values["operation"],
-            prompt_template_version=values["prompt_template_version"],
+            tenant=span.tenant,
+            user_id=span.user_id or "",
         )
-
-    return build
+    values = group_of(span)
+    return Aggregate(
+        dimension_set="model",
+        window_start=window_start,
+        window_seconds=window_seconds,
+        tenant=values["tenant"],
+        service_name=values["service_name"],
+        environment=values["environment"],
+        provider=values["provider"],
+        request_model=values["request_model"],
+        operation=values["operation"],
+        prompt_template_version=values["prompt_template_version"],
+    )
 
 
 def window_start_of(start_time_unix_nano: int, window_seconds: int) -> int:
@@ -155,25 +156,55 @@ class WindowedAggregator:
         result = BatchResult()
         dirty: dict[str, _Partial] = {}
         touched_partitions: set[int] = set()
+        config = self._config
+        grace = config.grace_seconds
+        # Per-user totals only for the shortest window: longer spans of time are sums of those
+        # (cost and counts add up exactly), and user cardinality makes every window costly.
+        user_window = min(config.window_seconds)
+        partials = self._partials
         for partition, offset, span in records:
             if not span.is_llm_call:
                 continue
             touched_partitions.add(partition)
             clock = self._clock(partition)
             start_seconds = span.start_time_unix_nano // _NANOS
-            for key, template in self._keys_for(partition, span):
-                partial = self._partials.get(key) or self._partial(key, template())
-                if offset <= partial.offset:
-                    result.skipped_replayed += 1
-                    continue
-                partial.offset = offset
-                window_end = partial.template.window_start + partial.template.window_seconds
-                if window_end + self._config.grace_seconds <= clock:
-                    partial.accumulator.late_spans += 1
-                    result.late_spans += 1
-                else:
-                    partial.accumulator.add_span(span)
-                dirty[key] = partial
+            costs = SpanCosts(span)
+            model_group = "|".join(
+                (
+                    span.tenant,
+                    span.service_name,
+                    span.environment or "",
+                    span.provider or "",
+                    span.request_model or span.response_model or "",
+                    span.operation or "",
+                    span.prompt_template_version or "",
+                )
+            )
+            user_id = span.user_id if config.per_user else None
+            for window_seconds in config.window_seconds:
+                window_start = start_seconds - start_seconds % window_seconds
+                late = window_start + window_seconds + grace <= clock
+                window = f"{window_seconds}|{window_start}"
+                keys = [(f"{partition}|model|{window}|{model_group}", "model")]
+                if user_id and window_seconds == user_window:
+                    keys.append((f"{partition}|user|{window}|{span.tenant}|{user_id}", "user"))
+                for key, dimension_set in keys:
+                    partial = partials.get(key)
+                    if partial is None:
+                        partial = self._partial(
+                            key,
+                            _template(dimension_set, window_seconds, window_start, span),
+                        )
+                    if offset <= partial.offset:
+                        result.skipped_replayed += 1
+                        continue
+                    partial.offset = offset
+                    if late:
+                        partial.accumulator.late_spans += 1
+                        result.late_spans += 1
+                    else:
+                        partial.accumulator.add_span(span, costs)
+                    dirty[key] = partial
             if clock < start_seconds <= now + _MAX_FUTURE_SKEW_SECONDS:
                 self._clocks[partition] = start_seconds
         dirty_buckets: set[str] = set()
@@ -185,12 +216,14 @@ class WindowedAggregator:
                 with_quantiles=False,
             )
             partial.record = aggregate
+            partial.encoded = encode_aggregate(aggregate)
             dirty_buckets.add(bucket_of(key))
             result.changed.append(aggregate)
+            result.changed_encoded.append(partial.encoded)
         for bucket in dirty_buckets:
             members = [self._partials[key] for key in self._buckets[bucket]]
-            self._store[bucket] = encode_aggregates(
-                [member.record for member in members if member.record is not None]
+            self._store[bucket] = join_encoded_aggregates(
+                [member.encoded for member in members if member.encoded]
             )
         for partition in touched_partitions:
             self._store[f"{partition}|{_CLOCK_KEY}"] = _clock_encoder.encode(
@@ -208,21 +241,6 @@ class WindowedAggregator:
             del self._buckets[bucket]
         for partition in partitions:
             self._clocks.pop(partition, None)
-
-    def _keys_for(
-        self, partition: int, span: AggregateSpan | LlmSpan
-    ) -> Iterator[tuple[str, Callable[[], Aggregate]]]:
-        """Store keys of the span's windows, with a factory for each window's template."""
-        values = group_of(span)
-        model_group = "|".join(values[name] for name in MODEL_DIMENSIONS)
-        sets = [("model", model_group)]
-        if self._config.per_user and values["user_id"]:
-            sets.append(("user", f"{values['tenant']}|{values['user_id']}"))
-        for window_seconds in self._config.window_seconds:
-            window_start = window_start_of(span.start_time_unix_nano, window_seconds)
-            for dimension_set, group in sets:
-                key = f"{partition}|{dimension_set}|{window_seconds}|{window_start}|{group}"
-                yield key, partial_template(dimension_set, window_seconds, window_start, values)
 
     def _partial(self, key: str, template: Aggregate) -> _Partial:
         partial = self._partials.get(key)
@@ -246,7 +264,11 @@ class WindowedAggregator:
         for aggregate in decode_aggregates(stored) if stored else []:
             key = f"{partition}|{aggregate.window_key}"
             self._partials[key] = _Partial(
-                aggregate, Accumulator.from_aggregate(aggregate), aggregate.version - 1, aggregate
+                aggregate,
+                Accumulator.from_aggregate(aggregate),
+                aggregate.version - 1,
+                aggregate,
+                encode_aggregate(aggregate),
             )
             members.add(key)
         self._buckets[bucket] = members

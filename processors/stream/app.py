@@ -46,6 +46,7 @@ from llmtap.schemas.aggregates import (
     decode_aggregates,
     encode_aggregates,
     encode_alert,
+    join_encoded_aggregates,
 )
 from llmtap.schemas.drift import decode_drift_result
 from llmtap.schemas.scores import decode_score
@@ -231,14 +232,14 @@ class StreamApp:
                     telemetry.discarded(result.late_spans, "late")
                 # One message per destination partition and batch, not one per window: the
                 # per-message cost of the Python Kafka client is the stream's bottleneck.
-                by_destination: dict[int, list[Any]] = defaultdict(list)
-                for partial in result.changed:
+                by_destination: dict[int, list[bytes]] = defaultdict(list)
+                for partial, encoded in zip(result.changed, result.changed_encoded, strict=True):
                     destination = zlib.crc32(partial.window_key.encode()) % self._partial_partitions
-                    by_destination[destination].append(partial)
+                    by_destination[destination].append(encoded)
                 for destination, items in by_destination.items():
                     await partials.send(
                         key=str(destination).encode(),
-                        value=encode_aggregates(items),
+                        value=join_encoded_aggregates(items),
                         partition=destination,
                     )
                 telemetry.sent(len(result.changed))

@@ -20,7 +20,14 @@ from llmtap.processors.aggregates.accumulator import (
 )
 from llmtap.processors.aggregates.merge import PartialMerger, merge_partials
 from llmtap.processors.aggregates.windows import WindowConfig, WindowedAggregator, window_start_of
-from llmtap.schemas.aggregates import Aggregate, decode_aggregate, encode_aggregate
+from llmtap.schemas.aggregates import (
+    Aggregate,
+    decode_aggregate,
+    decode_aggregates,
+    encode_aggregate,
+    encode_aggregates,
+    join_encoded_aggregates,
+)
 from llmtap.schemas.llm_span import Cost, LlmSpan, TokenUsage, encode_span
 
 NOW = int(time.time())
@@ -134,14 +141,17 @@ def run_pipeline(
     for size in [*batches[1:], len(replayed)]:
         deliver(aggregator, replayed[position : position + size])
         position += size
-    # Partials go through the merger twice and shuffled: the result must not change.
-    merger = PartialMerger(merge_store)
+    # Partials go through the merger twice and shuffled, with a merger restart (state read
+    # back from its store) half way: the result must not change.
     doubled = partials + partials
     random.Random(5).shuffle(doubled)
-    for aggregate in merger.process(doubled, now_seconds=NOW):
-        current = merged.get(aggregate.window_key)
-        if current is None or current.version < aggregate.version:
-            merged[aggregate.window_key] = aggregate
+    half = len(doubled) // 2
+    for chunk in (doubled[:half], doubled[half:]):
+        merger = PartialMerger(merge_store)
+        for aggregate in merger.process(chunk, now_seconds=NOW):
+            current = merged.get(aggregate.window_key)
+            if current is None or current.version < aggregate.version:
+                merged[aggregate.window_key] = aggregate
     return merged
 
 
@@ -227,3 +237,38 @@ def test_aggregation_reads_the_normalized_span_encoding() -> None:
     assert decoded.is_llm_call
     assert decoded.usage == span.usage
     assert decoded.cost == span.cost
+
+
+def test_per_user_totals_are_kept_for_the_shortest_window_only() -> None:
+    rng = random.Random(8)
+    spans = sorted(
+        (make_span(rng, NOW - rng.randint(0, 600)) for _ in range(300)),
+        key=lambda span: span.start_time_unix_nano,  # in time order: none is late
+    )
+    aggregator = WindowedAggregator(WindowConfig(window_seconds=(60, 3600)), {})
+    result = aggregator.process([(0, offset, span) for offset, span in enumerate(spans)], NOW)
+    users = [a for a in result.changed if a.dimension_set == "user"]
+    assert {a.window_seconds for a in users} == {60}
+    expected: dict[tuple[int, str], tuple[int, Decimal]] = {}
+    for span in spans:
+        if span.user_id:
+            minute = window_start_of(span.start_time_unix_nano, 60)
+            requests, cost = expected.get((minute, span.user_id), (0, Decimal(0)))
+            priced = span.cost is not None and span.cost.priced
+            amount = Decimal(span.cost.total or "0") if priced and span.cost else Decimal(0)
+            expected[(minute, span.user_id)] = (requests + 1, cost + amount)
+    assert {(a.window_start, a.user_id): (a.requests, Decimal(a.cost_total)) for a in users} == (
+        expected
+    )
+    # the longer window still has every span, per model group
+    hours = [a for a in result.changed if a.dimension_set == "model" and a.window_seconds == 3600]
+    assert sum(a.requests for a in hours) == len(spans)
+
+
+@given(st.integers(min_value=0, max_value=70_000))
+@settings(max_examples=12, deadline=None)
+def test_joined_records_decode_like_one_encoded_list(count: int) -> None:
+    records = [Aggregate(window_start=index, window_seconds=60) for index in range(count)]
+    joined = join_encoded_aggregates([encode_aggregate(record) for record in records])
+    assert joined == encode_aggregates(records)
+    assert decode_aggregates(joined) == records
