@@ -12,6 +12,7 @@ import numpy.typing as npt
 
 from llmtap.processors.embeddings.backend import BackendChoice, choose_backend, precision
 from llmtap.processors.embeddings.cache import EmbeddingCache, content_hash
+from llmtap.processors.embeddings.heap import release_freed_memory
 from llmtap.processors.embeddings.model import load_model
 
 logger = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ class Encoder:
                 convert_to_numpy=True,
                 show_progress_bar=False,
             )
+        release_freed_memory()  # the batch's activations, else kept by the allocator
         return np.asarray(vectors, dtype=np.float32)
 
 
