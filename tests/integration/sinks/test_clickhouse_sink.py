@@ -217,6 +217,57 @@ def test_a_restarted_sink_resumes_after_what_clickhouse_holds(
     )
 
 
+class _CountingClient:
+    """The real client, recording each insert's deduplication token."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.tokens: list[str] = []
+
+    def insert(self, *args: Any, **kwargs: Any) -> Any:
+        self.tokens.append(kwargs["settings"]["insert_deduplication_token"])
+        return self._client.insert(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+@pytest.mark.parametrize("days", [1, 2])
+def test_one_insert_per_flush_unless_the_rows_span_several_days(
+    migrated: Any,
+    clickhouse_target: ClickHouseTarget,
+    kafka_broker: BrokerState,
+    tmp_path: Path,
+    days: int,
+) -> None:
+    settings = sink_settings(kafka_broker.bootstrap_servers, tmp_path, batch_max_rows=100_000)
+    spans = make_spans(900, seed=7)
+    for index, span in enumerate(spans):  # with two days, alternate: each partition has both
+        span.start_time_unix_nano -= (index % days) * 86_400 * 10**9
+        span.end_time_unix_nano -= (index % days) * 86_400 * 10**9
+    produce_spans(kafka_broker.bootstrap_servers, settings.topics.normalized_spans, spans)
+    clients: list[_CountingClient] = []
+
+    def counting_client() -> Any:
+        clients.append(_CountingClient(open_target(clickhouse_target)))
+        return clients[-1]
+
+    running = RunningSink(settings, clickhouse_target)
+    running.sink = ClickHouseSink(settings, client_factory=counting_client)
+    with running:
+        assert wait_for_rows(migrated, len(spans)) == len(spans)
+    assert migrated.query("SELECT uniqExact(span_id) FROM llm_spans").result_rows[0][0] == 900
+    tokens = clients[0].tokens
+    if days == 1:
+        # every flush held several partitions, each was one insert
+        assert any(token.count(",") >= 1 for token in tokens), tokens
+        assert all(token.count(":") == token.count(",") + 2 for token in tokens), tokens
+    else:
+        # one insert per partition and day run: never two partitions in one insert
+        assert all("," not in token for token in tokens), tokens
+        assert len(tokens) > 3 * 2, tokens
+
+
 def test_a_message_that_is_not_a_span_goes_to_the_dead_letter_topic(
     migrated: Any, clickhouse_target: ClickHouseTarget, kafka_broker: BrokerState, tmp_path: Path
 ) -> None:
