@@ -77,6 +77,12 @@ REPO_ROOT = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
 JAR_CACHE_DIR = REPO_ROOT / ".llmtap" / "kafka" / "dist"
 ROLES = ("sink", "processor", "collector")
+# --split-processor: as docker-compose.yml runs them, the stream worker in a process of its own
+SPLIT_ROLES = ("sink", "stream", "processor", "collector")
+SPLIT_COMMANDS = {
+    "processor": ["processor", "--stages", "normalize,risk,drift"],
+    "stream": ["processor", "--stages", "stream"],
+}
 # stage -> the process that runs it (llmtap.status.kafka_lag's stage names)
 STAGE_PROCESS = {
     "normalizer": "processor",
@@ -106,8 +112,10 @@ def log(message: str) -> None:
 class Pipeline:
     """The roles of one mode as processes, on their own topics, groups and data folder."""
 
-    def __init__(self, root: Path, bootstrap: str, embeddings: bool) -> None:
+    def __init__(self, root: Path, bootstrap: str, embeddings: bool, split: bool = False) -> None:
         self.root = root
+        self.roles = SPLIT_ROLES if split else ROLES
+        self.commands = SPLIT_COMMANDS if split else {}
         self.suffix = uuid.uuid4().hex[:6]
         self.data_dir = root / "data"
         self.logs = root / "logs"
@@ -168,10 +176,10 @@ class Pipeline:
         )
 
     def start(self) -> None:
-        for role in ROLES:
+        for role in self.roles:
             log_file = (self.logs / f"{role}.log").open("w")
             self.processes[role] = subprocess.Popen(
-                [sys.executable, str(BENCH_DIR / "e2e_role.py"), role],
+                [sys.executable, str(BENCH_DIR / "e2e_role.py"), *self.commands.get(role, [role])],
                 env=self.environment(),
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
@@ -192,7 +200,7 @@ class Pipeline:
         return {role: process.pid for role, process in self.processes.items()}
 
     def stop(self) -> None:
-        for role in reversed(ROLES):  # collector first, sink last (it flushes)
+        for role in reversed(self.roles):  # collector first, sink last (it flushes)
             process = self.processes.get(role)
             if process is not None and process.poll() is None:
                 process.terminate()
@@ -390,7 +398,7 @@ class ModeRun:
         self.workload = workload
         self.embeddings = embeddings
         self.broker_pid = broker_pid
-        self.pipeline = Pipeline(root, bootstrap, embeddings)
+        self.pipeline = Pipeline(root, bootstrap, embeddings, args.split_processor)
         self.steps: list[dict[str, Any]] = []
         self.spans_sent = 0
         self.monitor: Monitor | None = None
@@ -593,6 +601,12 @@ class ModeRun:
 
     def profile(self, capacity: float, bottleneck: str | None) -> dict[str, Any]:
         role = STAGE_PROCESS.get(bottleneck or "", "processor")
+        if (
+            role == "processor"
+            and bottleneck in ("aggregate", "merge")
+            and "stream" in self.pipeline.roles
+        ):
+            role = "stream"
         pid = self.pipeline.pids()[role]
         output = self.pipeline.root / f"profile-{role}.txt"
         seconds = self.args.profile_seconds
@@ -914,6 +928,11 @@ def main() -> None:
     parser.add_argument("--profile-seconds", type=float, default=0.0)
     parser.add_argument("--otelcol", type=Path, help="OTel Collector binary (otlp -> kafka)")
     parser.add_argument("--skip-baselines", action="store_true")
+    parser.add_argument(
+        "--split-processor",
+        action="store_true",
+        help="run the stream worker in its own process (llmtap processor --stages), as compose does",
+    )
     args = parser.parse_args()
     if args.quick:
         args.embeddings = args.embeddings or "off"

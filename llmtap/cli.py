@@ -197,9 +197,54 @@ def _role_command(role: str, summary: str) -> None:
 _role_command(
     "collector", "Run the OTLP collector role: OTLP/HTTP and gRPC in, raw spans topic out."
 )
-_role_command(
-    "processor", "Run the processor role: raw spans topic in, normalized and priced spans out."
+PROCESSOR_STAGES = ("normalize", "stream", "risk", "drift")
+
+
+@cli.command(name="processor")
+@click.option(
+    "--duration-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Stop by itself after this long (default: run until Ctrl-C).",
 )
+@click.option(
+    "--stages",
+    metavar="LIST",
+    help=(
+        f"Comma-separated stages to run in this process, of {', '.join(PROCESSOR_STAGES)} "
+        "(default: every stage enabled in the settings). Run `--stages normalize,risk,drift` "
+        "and `--stages stream` as two processes to use two cores."
+    ),
+)
+@pass_state
+def processor(state: CliState, duration_seconds: float | None, stages: str | None) -> None:
+    """Run the processor role: raw spans in; normalized spans, aggregates, alerts, scores out."""
+    settings = state.settings
+    if stages is not None:
+        settings = _with_processor_stages(settings, stages)
+    asyncio.run(_serve_roles(settings, ["processor"], duration_seconds))
+
+
+def _with_processor_stages(settings: Settings, stages: str) -> Settings:
+    chosen = {name.strip() for name in stages.split(",") if name.strip()}
+    unknown = sorted(chosen - set(PROCESSOR_STAGES))
+    if unknown or not chosen:
+        raise click.BadParameter(
+            f"unknown stage(s) {', '.join(unknown) or '(none given)'}; "
+            f"known: {', '.join(PROCESSOR_STAGES)}",
+            param_hint="--stages",
+        )
+    current = settings.processor
+    processor = current.model_copy(
+        update={
+            "normalizer_enabled": "normalize" in chosen,
+            "stream": current.stream.model_copy(update={"enabled": "stream" in chosen}),
+            "risk": current.risk.model_copy(update={"enabled": "risk" in chosen}),
+            "drift": current.drift.model_copy(update={"enabled": "drift" in chosen}),
+        }
+    )
+    return settings.model_copy(update={"processor": processor})
+
+
 _role_command(
     "sink",
     "Run the sink role: normalized spans topic into ClickHouse (run `llmtap migrate` first).",

@@ -93,16 +93,31 @@ async def _start_processor(settings: Settings, progress: Callable[[str], None]) 
     """The normalizer, then the stream worker, the risk stage and the drift stage, if enabled.
 
     Each stage has its own consumer group on the normalized spans, so a slow one (the
-    embedding model on a busy CPU) never holds the others back.
+    embedding model on a busy CPU) never holds the others back, and any subset can run in a
+    process of its own (``llmtap processor --stages``): threads of one process share one
+    core's worth of Python (the GIL).
     """
     from llmtap.processors.normalize.stage import NormalizerStage
 
+    processor = settings.processor
+    if not any(
+        (
+            processor.normalizer_enabled,
+            processor.stream.enabled,
+            processor.risk.enabled,
+            processor.drift.enabled,
+        )
+    ):
+        raise LlmtapError(
+            "the processor has no stage to run: normalizer, stream, risk and drift are all off"
+        )
     started: list[RunningRole] = []
     try:
-        stage = NormalizerStage(settings, progress)
-        normalizer = ThreadedStage("normalizer", stage.run, stage.ready)
-        await normalizer.start()
-        started.append(normalizer)
+        if processor.normalizer_enabled:
+            stage = NormalizerStage(settings, progress)
+            normalizer = ThreadedStage("normalizer", stage.run, stage.ready)
+            await normalizer.start()
+            started.append(normalizer)
         if settings.processor.stream.enabled:
             from llmtap.processors.stream.app import StreamApp
 

@@ -70,6 +70,14 @@ class ProcessorConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    normalizer_enabled: bool = Field(
+        default=True,
+        description=(
+            "Run the normalizer in this processor process. Off (or `llmtap processor --stages`) "
+            "for a process that runs only the stages after it, e.g. the stream worker on its "
+            "own core."
+        ),
+    )
     consumer_group: str = Field(
         default="llmtap-normalizer",
         pattern=r"^[A-Za-z0-9._-]{1,200}$",

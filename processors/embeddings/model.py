@@ -28,6 +28,11 @@ def load_model(path: Path | None = None, device: str = "cpu") -> Any:
     """
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    # PyTorch (mkldnn) and oneDNN keep a compiled kernel per input shape, up to 1,024 each;
+    # texts of every length make new shapes, so a long-running stage grew by ~0.3 GB per 400
+    # model calls. 64 keeps the common shapes and bounds the memory (measured flat).
+    os.environ.setdefault("LRU_CACHE_CAPACITY", "64")
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64")
     folder = Path(path) if path is not None else default_model_path()
     if not (folder / "modules.json").is_file() and not (folder / "config.json").is_file():
         raise ModelLoadError(

@@ -39,6 +39,12 @@ from llmtap.settings import Settings
 from tests.conftest import JAR_CACHE_DIR, local_kafka_settings
 
 ROLES = ("collector", "processor", "sink")
+# As docker-compose.yml runs them: the stream worker in a process of its own.
+SPLIT_ROLES = ("collector", "processor", "stream", "sink")
+_SPLIT_COMMANDS = {
+    "processor": ["processor", "--stages", "normalize,risk,drift"],
+    "stream": ["processor", "--stages", "stream"],
+}
 SERVICES = ("chat", "search", "support", "billing")
 MODELS = ("gpt-4o-mini", "gpt-4o", "claude-3-5-haiku-20241022")
 
@@ -261,8 +267,11 @@ class Pipeline:
         root: Path,
         webhook: FlakyWebhook | None = None,
         collector: dict[str, Any] | None = None,
+        split_processor: bool = False,
     ) -> None:
         self.root = root
+        self.roles = SPLIT_ROLES if split_processor else ROLES
+        self._commands = _SPLIT_COMMANDS if split_processor else {}
         self._collector_overrides = collector or {}
         self.data_dir = root / "data"
         self.data_dir.mkdir(parents=True)
@@ -400,7 +409,7 @@ class Pipeline:
         # Output goes through a pipe, copied to the log by this process: a role whose own file
         # writes fail (the disk-full scenario) can still say so.
         process = subprocess.Popen(
-            [sys.executable, "-m", "llmtap", role],
+            [sys.executable, "-m", "llmtap", *self._commands.get(role, [role])],
             env=self.environment(),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -425,7 +434,7 @@ class Pipeline:
 
     def start_all(self) -> None:
         self.start_broker()
-        for role in ("sink", "processor", "collector"):
+        for role in sorted(self.roles, key=("sink", "processor", "stream", "collector").index):
             self.start(role)
         threading.Thread(target=self._supervise, name="supervisor", daemon=True).start()
 
@@ -466,8 +475,8 @@ class Pipeline:
     def close(self) -> None:
         self._supervising.clear()
         with self._lock:
-            self._expected_exit.update(ROLES)
-        for role in ROLES:
+            self._expected_exit.update(self.roles)
+        for role in self.roles:
             process = self.processes.get(role)
             if process is not None and process.poll() is None:
                 process.kill()
@@ -580,9 +589,12 @@ def _copy_output(process: subprocess.Popen[bytes], log_path: Path) -> None:
 
 @contextmanager
 def running_pipeline(
-    root: Path, webhook: FlakyWebhook | None = None, collector: dict[str, Any] | None = None
+    root: Path,
+    webhook: FlakyWebhook | None = None,
+    collector: dict[str, Any] | None = None,
+    split_processor: bool = False,
 ) -> Iterator[Pipeline]:
-    pipeline = Pipeline(root, webhook, collector)
+    pipeline = Pipeline(root, webhook, collector, split_processor)
     try:
         pipeline.start_all()
         yield pipeline

@@ -155,3 +155,46 @@ def test_cost_of_an_unknown_model_exits_3(tmp_path: Path) -> None:
     result = run_cli("cost", "--model", "no-such-model", "--input-tokens", "5", cwd=tmp_path)
     assert result.returncode == 3
     assert "not priced: no provider's price matches model" in result.stdout
+
+
+def test_processor_stages_choose_what_the_process_runs(tmp_path: Path) -> None:
+    from llmtap.cli import _with_processor_stages
+    from llmtap.settings import Settings
+
+    settings = Settings(data_dir=tmp_path, processor={"drift": {"enabled": False}})  # type: ignore[arg-type]
+    stream_only = _with_processor_stages(settings, "stream").processor
+    assert not stream_only.normalizer_enabled
+    assert (stream_only.stream.enabled, stream_only.risk.enabled, stream_only.drift.enabled) == (
+        True,
+        False,
+        False,
+    )
+    # named stages run even where the settings turned them off; the other settings stay
+    rest = _with_processor_stages(settings, " normalize, drift ").processor
+    assert (rest.normalizer_enabled, rest.stream.enabled, rest.drift.enabled) == (True, False, True)
+    assert rest.stream.app_id == settings.processor.stream.app_id
+
+
+def test_processor_stages_reject_unknown_names_before_starting(tmp_path: Path) -> None:
+    result = run_cli("processor", "--stages", "normalize,aggregate", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "unknown stage(s) aggregate; known: normalize, stream, risk, drift" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_processor_with_no_stage_refuses_to_start(tmp_path: Path) -> None:
+    result = run_cli(
+        "processor",
+        env={
+            "LLMTAP_PROCESSOR__NORMALIZER_ENABLED": "false",
+            "LLMTAP_PROCESSOR__STREAM__ENABLED": "false",
+            "LLMTAP_PROCESSOR__RISK__ENABLED": "false",
+            "LLMTAP_PROCESSOR__DRIFT__ENABLED": "false",
+            "LLMTAP_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{_closed_port()}",
+            "LLMTAP_DATA_DIR": str(tmp_path),
+        },
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "the processor has no stage to run" in result.stderr
+    assert "Traceback" not in result.stderr
