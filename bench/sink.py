@@ -6,7 +6,7 @@ stay fast as data grows (cost per model per minute and p95 latency per model ove
 under 300 ms). Reported as medians over repeats, with the raw-insert baseline measured in the same
 run on the same engine.
 
-    .venv/bin/python bench/sink.py [--spans 100000] [--repeats 3] [--dashboard-rows 10000000]
+    .venv/bin/python bench/sink.py [--spans 300000] [--repeats 3] [--dashboard-rows 10000000]
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from llmtap.settings import LocalKafkaSettings, Settings  # noqa: E402
 from llmtap.sinks.clickhouse.migrations import Migrator  # noqa: E402
 from llmtap.sinks.clickhouse.rows import SPAN_COLUMNS, span_row  # noqa: E402
 from llmtap.sinks.clickhouse.sink import ClickHouseSink  # noqa: E402
+from llmtap.sinks.clickhouse.span_json import SpanJsonInserter, span_json_line  # noqa: E402
 from tests.integration.sinks.test_clickhouse_sink import make_spans  # noqa: E402
 
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
@@ -46,6 +47,16 @@ def raw_insert(client: Any, rows: list[tuple[object, ...]], batch: int) -> float
     for index in range(0, len(rows), batch):
         columns = list(zip(*rows[index : index + batch], strict=True))
         client.insert("llm_spans", columns, column_names=SPAN_COLUMNS, column_oriented=True)
+    return time.perf_counter() - started
+
+
+def engine_json_insert(client: Any, lines: list[bytes], batch: int, work: Path) -> float:
+    """Ceiling: the embedded engine parsing and storing the same span JSON (the sink's insert
+    path, without Kafka or the sink around it); wall seconds."""
+    inserter = SpanJsonInserter("llm_spans", work)
+    started = time.perf_counter()
+    for index in range(0, len(lines), batch):
+        inserter.insert(client, lines[index : index + batch], "bench", f"bench-{uuid.uuid4()}")
     return time.perf_counter() - started
 
 
@@ -116,7 +127,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--spans", type=int, default=100_000)
+    # several batches of the larger size, so that consuming one overlaps inserting the last
+    parser.add_argument("--spans", type=int, default=300_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dashboard-rows", type=int, default=10_000_000)
     args = parser.parse_args()
@@ -136,11 +148,15 @@ def main() -> None:
         try:
             Migrator(client, "bench").apply()
             for batch in (10_000, 100_000):
-                sink_rates, raw_rates, cpu_per_row = [], [], []
+                sink_rates, raw_rates, engine_rates, cpu_per_row = [], [], [], []
                 for repeat in range(args.repeats):
                     topic = f"bench.normalized.{uuid.uuid4().hex[:8]}"
                     producer = Producer(
-                        {"bootstrap.servers": state.bootstrap_servers, "linger.ms": 20}
+                        {
+                            "bootstrap.servers": state.bootstrap_servers,
+                            "linger.ms": 20,
+                            "queue.buffering.max.messages": 1_000_000,
+                        }
                     )
                     settings = Settings(
                         data_dir=root,
@@ -171,13 +187,23 @@ def main() -> None:
                     rows = [span_row(span, topic, 0, index) for index, span in enumerate(spans)]
                     client.command("TRUNCATE TABLE llm_spans")
                     raw_rates.append(len(rows) / raw_insert(client, rows, batch))
+                    lines = [
+                        span_json_line(encode_span(span), 0, index)
+                        for index, span in enumerate(spans)
+                    ]
+                    client.command("TRUNCATE TABLE llm_spans")
+                    engine_rates.append(
+                        len(lines) / engine_json_insert(client, lines, batch, root / "batches")
+                    )
                     print(
                         f"batch {batch:,} repeat {repeat + 1}: sink {sink_rates[-1]:,.0f} rows/s "
-                        f"({cpu_per_row[-1]:.1f} CPU-µs/row), raw insert {raw_rates[-1]:,.0f} rows/s"
+                        f"({cpu_per_row[-1]:.1f} CPU-µs/row), raw insert {raw_rates[-1]:,.0f} "
+                        f"rows/s, engine JSON insert alone {engine_rates[-1]:,.0f} rows/s"
                     )
                 figures[f"batch_{batch}"] = {
                     "sink_rows_per_second": statistics.median(sink_rates),
                     "raw_insert_rows_per_second": statistics.median(raw_rates),
+                    "engine_json_insert_rows_per_second": statistics.median(engine_rates),
                     "sink_cpu_microseconds_per_row": statistics.median(cpu_per_row),
                     "ratio": statistics.median(
                         s / r for s, r in zip(sink_rates, raw_rates, strict=True)
@@ -189,12 +215,17 @@ def main() -> None:
             broker.stop()
 
     print()
-    print(f"{'batch':<10}{'sink rows/s':>14}{'raw rows/s':>14}{'sink/raw':>10}{'CPU-µs/row':>12}")
+    print(
+        f"{'batch':<10}{'sink rows/s':>14}{'raw rows/s':>14}{'sink/raw':>10}{'CPU-µs/row':>12}"
+        f"{'engine JSON rows/s':>20}"
+    )
     for batch in (10_000, 100_000):
         row = figures[f"batch_{batch}"]
         print(
-            f"{batch:<10,}{row['sink_rows_per_second']:>14,.0f}{row['raw_insert_rows_per_second']:>14,.0f}"
+            f"{batch:<10,}{row['sink_rows_per_second']:>14,.0f}"
+            f"{row['raw_insert_rows_per_second']:>14,.0f}"
             f"{row['ratio']:>10.2f}{row['sink_cpu_microseconds_per_row']:>12.1f}"
+            f"{row['engine_json_insert_rows_per_second']:>20,.0f}"
         )
     print()
     for name, milliseconds in figures["dashboard_ms"].items():

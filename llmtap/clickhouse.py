@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from llmtap.clickhouse_dsn import ClickHouseTarget
 from llmtap.errors import EmbeddedClickHouseError, ServiceUnavailableError
@@ -45,6 +45,13 @@ def open_target(target: ClickHouseTarget, *, create_database: bool = True) -> Cl
             client.close()
             raise
     return client
+
+
+def is_embedded(client: Any) -> bool:
+    """Whether the client runs the embedded engine (in this process) rather than a server."""
+    from clickhouse_connect.driver._chdbclient import ChdbClient
+
+    return isinstance(client, ChdbClient)
 
 
 def _open_server(target: ClickHouseTarget) -> Client:

@@ -7,6 +7,7 @@ mean nothing is in flight and nothing was lost.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,7 +54,7 @@ def kafka_lag(settings: Settings) -> list[StageLag]:
                 results.append(StageLag(stage, topic, group, 0, 0))
                 continue
             partitions = [TopicPartition(topic, p) for p in metadata.partitions]
-            end = sum(consumer.get_watermark_offsets(tp, timeout=timeout)[1] for tp in partitions)
+            end = sum(high_watermark(consumer, tp, timeout) for tp in partitions)
             committed = sum(
                 max(0, tp.offset) for tp in consumer.committed(partitions, timeout=timeout)
             )
@@ -61,6 +62,30 @@ def kafka_lag(settings: Settings) -> list[StageLag]:
         finally:
             consumer.close()
     return results
+
+
+def high_watermark(consumer: Any, partition: Any, timeout: float) -> int:
+    """The partition's end offset, asking again while its leader is moving or being elected
+    (a topic created a moment ago answers NOT_LEADER_FOR_PARTITION for a while)."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    transient = {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+    }
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return int(consumer.get_watermark_offsets(partition, timeout=timeout)[1])
+        except KafkaException as problem:
+            error = problem.args[0] if problem.args else None
+            retry = isinstance(error, KafkaError) and (
+                error.code() in transient or error.retriable()
+            )
+            if not retry or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.1)
 
 
 def stored_spans(client: Any) -> dict[str, int]:

@@ -13,9 +13,13 @@ How replays are made harmless:
   alone would not catch);
 - Kafka offsets are committed only after ClickHouse confirmed the insert.
 
-ClickHouse unavailable: the insert is retried with exponential backoff while the buffer stays as
-it is (bounded by the batch limits, consumption stops). Rows ClickHouse rejects as invalid are
-found by bisecting the batch and go to the dead-letter topic with the reason.
+Inserts run on a background thread, one at a time, while the next batch is consumed and built
+(``OneInFlight``): ClickHouse releases the GIL while it writes, so both cores work.
+
+ClickHouse unavailable: the insert is retried with exponential backoff; consumption stops once
+the next batch is full (memory: at most the batch being written and the one being filled).
+Rows ClickHouse rejects as invalid are found by bisecting the batch and go to the dead-letter
+topic with the reason.
 """
 
 from __future__ import annotations
@@ -30,14 +34,20 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from llmtap.clickhouse import open_client
+from llmtap.clickhouse import is_embedded, open_client
 from llmtap.errors import LlmtapError
 from llmtap.heartbeat import Heartbeat
 from llmtap.kafka import consumer_config, ensure_topics, producer_config
-from llmtap.schemas.llm_span import decode_span
+from llmtap.schemas.llm_span import decode_span, span_key
 from llmtap.schemas.topics import Header, dead_letter_topic, normalized_spans_topic
 from llmtap.settings import Settings
+from llmtap.sinks.clickhouse.in_flight import OneInFlight
 from llmtap.sinks.clickhouse.rows import SPAN_COLUMNS, span_row
+from llmtap.sinks.clickhouse.span_json import (
+    SpanJsonInserter,
+    span_json_line,
+    split_span_json_line,
+)
 from llmtap.telemetry import ComponentTelemetry, Stage
 
 logger = logging.getLogger(__name__)
@@ -46,9 +56,12 @@ SPANS_TABLE = "llm_spans"
 _DAY_NANOS = 86_400 * 10**9
 
 
+Row = tuple[object, ...] | bytes  # a row, or a span JSON line on the embedded engine
+
+
 @dataclass
 class _PartitionBuffer:
-    rows: list[tuple[object, ...]] = field(default_factory=list)
+    rows: list[Row | None] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
     days: list[int] = field(default_factory=list)
     size_bytes: int = 0
@@ -80,6 +93,9 @@ class ClickHouseSink:
         self._buffered_bytes = 0
         self._oldest_row_at: float | None = None
         self._client: Any = None
+        self._writes: OneInFlight[None] = OneInFlight("llmtap-sink-insert")
+        # The embedded engine parses the spans' JSON itself (span_json.py); a server gets rows.
+        self._json: SpanJsonInserter | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -99,6 +115,8 @@ class ClickHouseSink:
                 f"ClickHouse has no {SPANS_TABLE} table in database {self._client.database!r}: "
                 "run `llmtap migrate` first (`llmtap up` does it by itself)."
             )
+        if is_embedded(self._client):
+            self._json = SpanJsonInserter(SPANS_TABLE, settings.data_dir / "sink" / "batches")
         consumer = Consumer(
             consumer_config(
                 settings,
@@ -120,8 +138,9 @@ class ClickHouseSink:
             while not stop.is_set():
                 heartbeat.beat()
                 self._poll_once(consumer)
-            self._flush(consumer)  # what is buffered is written before a clean stop
+            self._flush(consumer, wait=True)  # what is buffered is written before a clean stop
         finally:
+            self._writes.close()
             close_quietly(consumer)
             self._dead_letters.flush(30)
             self._client.close()
@@ -135,6 +154,8 @@ class ClickHouseSink:
             )
         for message in consumer.consume(num_messages=room, timeout=min(wait, 0.5)):
             self._add(message)
+        if self._writes.done():
+            self._writes.finish()  # commits the offsets of an insert that ended meanwhile
         if self._should_flush():
             self._flush(consumer)
 
@@ -150,9 +171,13 @@ class ClickHouseSink:
         value = message.value() or b""
         partition = message.partition() or 0
         offset = message.offset() or 0
+        row: Row | None
         try:
             span = decode_span(value)
-            row = span_row(span, self._topic, partition, offset)
+            if self._json is not None:
+                row = span_json_line(value, partition, offset)
+            else:
+                row = span_row(span, self._topic, partition, offset)
         except Exception as problem:
             self._dead_letter(
                 message.key(), value, partition, offset, f"not a normalized span: {problem}"
@@ -163,7 +188,7 @@ class ClickHouseSink:
             buffer = self._buffers[partition] = _PartitionBuffer()
         # Offsets are tracked even for dead-lettered messages so the commit moves past them.
         buffer.offsets.append(offset)
-        buffer.rows.append(row)  # type: ignore[arg-type]
+        buffer.rows.append(row)
         buffer.days.append(span.start_time_unix_nano // _DAY_NANOS if row is not None else -1)
         buffer.size_bytes += len(value)
         self._buffered_rows += 1
@@ -185,12 +210,16 @@ class ClickHouseSink:
 
     # -- flushing --------------------------------------------------------------------------
 
-    def _flush(self, consumer: Consumer) -> None:
-        """Insert every buffered partition, then commit their offsets. Blocks while ClickHouse
-        is unavailable (retrying), so consumption pauses and memory stays bounded."""
+    def _flush(self, consumer: Consumer, wait: bool = False) -> None:
+        """Hand the buffered rows to the insert thread; their offsets are committed once
+        ClickHouse confirmed them. Waits for the previous insert first, which blocks while
+        ClickHouse is unavailable (retrying): consumption pauses and memory stays bounded.
+        ``wait``: also wait for this insert and its commit (stop, revocation)."""
+        self._writes.finish()
+        if not self._buffered_rows:
+            return
         # Counted per flush, not per message: the per-message metric calls cost ~3 µs a row.
         self.telemetry.received(self._buffered_rows, self._buffered_bytes)
-        commits = []
         # The consumer's position also steps over transaction markers after the last message
         # (the normalizer writes transactionally), so a caught-up group shows no lag.
         positions = {
@@ -198,20 +227,34 @@ class ClickHouseSink:
             for tp in consumer.position(list(consumer.assignment()))
             if tp.offset >= 0
         }
-        for rows, token in self._inserts():
-            self._insert_with_retry(rows, token)
-        for partition, buffer in sorted(self._buffers.items()):
-            next_offset = max(buffer.offsets[-1] + 1, positions.get(partition, 0))
-            commits.append(TopicPartition(self._topic, partition, next_offset))
-        if commits:
-            self._dead_letters.flush(30)
-            commit_offsets(consumer, commits)
-        self._buffers.clear()
+        commits = [
+            TopicPartition(
+                self._topic, partition, max(buffer.offsets[-1] + 1, positions.get(partition, 0))
+            )
+            for partition, buffer in sorted(self._buffers.items())
+        ]
+        inserts = self._inserts()
+        self._buffers = {}
         self._buffered_rows = 0
         self._buffered_bytes = 0
         self._oldest_row_at = None
 
-    def _inserts(self) -> list[tuple[list[tuple[object, ...]], str]]:
+        def write() -> None:
+            for rows, token in inserts:
+                if self._json is not None:
+                    self._insert_json_with_retry(rows, token)  # type: ignore[arg-type]
+                else:
+                    self._insert_with_retry(rows, token)  # type: ignore[arg-type]
+
+        def commit(_: None) -> None:
+            self._dead_letters.flush(30)
+            commit_offsets(consumer, commits)
+
+        self._writes.start(write, commit)
+        if wait:
+            self._writes.finish()
+
+    def _inserts(self) -> list[tuple[list[Row], str]]:
         """The buffered rows as inserts, each with its deduplication token (its offset ranges).
 
         Usually every row is of one day: one insert for all partitions (fewer, larger parts;
@@ -245,8 +288,10 @@ class ClickHouseSink:
                 self._insert_checked(rows, token)
                 self.telemetry.sent(len(rows))
                 return
-            except RowRejectedError:
-                raise
+            except RowRejectedError as rejected:  # a batch of one row, and that row is invalid
+                for row in rows:
+                    self._dead_letter_row(row, str(rejected))
+                return
             except Exception as problem:
                 self.telemetry.error(Stage.SENDING, type(problem).__name__)
                 logger.warning(
@@ -258,6 +303,52 @@ class ClickHouseSink:
                 )
                 time.sleep(delay)
                 delay = min(delay * 2, self._config.retry_max_seconds)
+
+    def _insert_json_with_retry(self, lines: list[bytes], token: str) -> None:
+        """The fast path; a batch ClickHouse refuses as data goes through the row path."""
+        assert self._json is not None
+        delay = self._config.retry_initial_seconds
+        while True:
+            try:
+                self._json.insert(self._client, lines, self._topic, token)
+                self.telemetry.sent(len(lines))
+                return
+            except Exception as problem:
+                if looks_like_bad_data(problem) or _marks_bad_json(problem):
+                    logger.info(
+                        "ClickHouse refused a batch of %d spans as JSON (%s); inserting it "
+                        "row by row to find the spans it cannot store",
+                        len(lines),
+                        _first_line(problem),
+                    )
+                    rows = self._rows_of_lines(lines)
+                    if rows:
+                        self._insert_with_retry(rows, token)
+                    return
+                self.telemetry.error(Stage.SENDING, type(problem).__name__)
+                logger.warning(
+                    "ClickHouse insert of %d rows failed (%s); the rows stay in Kafka, "
+                    "retrying in %.1f s",
+                    len(lines),
+                    describe_insert_failure(problem, self._settings),
+                    delay,
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, self._config.retry_max_seconds)
+
+    def _rows_of_lines(self, lines: list[bytes]) -> list[tuple[object, ...]]:
+        """The rows of span JSON lines; a span the table cannot hold goes to the dead letters."""
+        rows = []
+        for line in lines:
+            value, partition, offset = split_span_json_line(line)
+            span = decode_span(value)  # it decoded when it was consumed
+            try:
+                rows.append(span_row(span, self._topic, partition, offset))
+            except Exception as problem:
+                self._dead_letter(
+                    span_key(span), value, partition, offset, f"not a normalized span: {problem}"
+                )
+        return rows
 
     def _insert_checked(self, rows: list[tuple[object, ...]], token: str) -> None:
         """Insert; if ClickHouse rejects the data, bisect to dead-letter the bad rows only.
@@ -309,9 +400,10 @@ class ClickHouseSink:
     # -- assignment: resume after what ClickHouse already has ---------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._writes.finish()  # stored offsets below must include the insert in flight
         committed = consumer.committed(partitions, timeout=30)
         stored = self._stored_offsets([partition.partition for partition in partitions])
-        resumed = []
+        resumed, catch_up = [], []
         for partition in committed:
             next_offset = stored.get(partition.partition)
             if next_offset is not None and (partition.offset < 0 or next_offset > partition.offset):
@@ -321,14 +413,18 @@ class ClickHouseSink:
                     next_offset - 1,
                 )
                 partition.offset = next_offset
+                catch_up.append(TopicPartition(self._topic, partition.partition, next_offset))
             resumed.append(partition)
         consumer.assign(resumed)
+        if catch_up:
+            # The previous owner stopped between its insert and its commit: commit for it, or
+            # the group would show a lag that no message will ever clear.
+            commit_offsets(consumer, catch_up)
         self.assigned.set()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Flush what belongs to the revoked partitions so the next owner starts after it.
-        if self._buffered_rows:
-            self._flush(consumer)
+        self._flush(consumer, wait=True)
 
     def _stored_offsets(self, partitions: list[int]) -> dict[int, int]:
         """Highest stored offset + 1 per partition; waits (retrying) while ClickHouse is away."""
@@ -427,6 +523,15 @@ def close_quietly(consumer: Consumer) -> None:
         logger.warning("closing the Kafka consumer: %s", problem)
 
 
+def _marks_bad_json(problem: BaseException) -> bool:
+    """The JSON path's own refusals: a duplicate field, a throwIf check of span_json.py."""
+    text = str(problem)
+    return any(
+        marker in text
+        for marker in ("INCORRECT_DATA", "Duplicate field", "FUNCTION_THROW_IF_VALUE_IS_NON_ZERO")
+    )
+
+
 def looks_like_bad_data(problem: BaseException) -> bool:
     """Errors caused by the values sent, as opposed to ClickHouse being unreachable."""
     text = str(problem)
@@ -449,7 +554,8 @@ def looks_like_bad_data(problem: BaseException) -> bool:
         "argument out of range",
         "Unable to create native array",  # a value the client cannot encode for its column
     )
-    return isinstance(problem, ValueError | TypeError | OverflowError) or any(
+    # ArithmeticError: decimal.InvalidOperation for cost text that is not a number
+    return isinstance(problem, ValueError | TypeError | ArithmeticError) or any(
         marker in text for marker in markers
     )
 

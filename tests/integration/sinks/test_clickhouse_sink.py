@@ -218,15 +218,27 @@ def test_a_restarted_sink_resumes_after_what_clickhouse_holds(
 
 
 class _CountingClient:
-    """The real client, recording each insert's deduplication token."""
+    """The real client, recording each insert's deduplication token (both insert paths)."""
 
     def __init__(self, client: Any) -> None:
         self._client = client
         self.tokens: list[str] = []
+        self.json_inserts = 0
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:  # the sink picks its insert path by the client's class
+        return type(self._client)
 
     def insert(self, *args: Any, **kwargs: Any) -> Any:
         self.tokens.append(kwargs["settings"]["insert_deduplication_token"])
         return self._client.insert(*args, **kwargs)
+
+    def command(self, *args: Any, **kwargs: Any) -> Any:
+        token = (kwargs.get("settings") or {}).get("insert_deduplication_token")
+        if token is not None:
+            self.tokens.append(token)
+            self.json_inserts += 1
+        return self._client.command(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
@@ -258,6 +270,7 @@ def test_one_insert_per_flush_unless_the_rows_span_several_days(
         assert wait_for_rows(migrated, len(spans)) == len(spans)
     assert migrated.query("SELECT uniqExact(span_id) FROM llm_spans").result_rows[0][0] == 900
     tokens = clients[0].tokens
+    assert clients[0].json_inserts == len(tokens)  # the embedded engine parsed the JSON
     if days == 1:
         # every flush held several partitions, each was one insert
         assert any(token.count(",") >= 1 for token in tokens), tokens
@@ -291,6 +304,32 @@ def test_a_message_that_is_not_a_span_goes_to_the_dead_letter_topic(
     assert len(dead) == 1
     assert dead[0].headers["llmtap.dead_letter.stage"] == b"sink"
     assert b"not a normalized span" in dead[0].headers["llmtap.dead_letter.reason"]
+
+
+def test_spans_the_table_cannot_hold_are_dead_lettered_and_the_rest_stored(
+    migrated: Any, clickhouse_target: ClickHouseTarget, kafka_broker: BrokerState, tmp_path: Path
+) -> None:
+    """Valid spans that ClickHouse's own parse (the JSON path) refuses: the batch goes through
+    the row path, which stores the others and dead-letters these with the field named."""
+    settings = sink_settings(kafka_broker.bootstrap_servers, tmp_path)
+    spans = make_spans(40, seed=6)
+    spans[7].start_time_unix_nano = -3_000_000_000 * 10**9  # before 1900
+    spans[21].usage = TokenUsage(input=-4)
+    produce_spans(kafka_broker.bootstrap_servers, settings.topics.normalized_spans, spans)
+    with RunningSink(settings, clickhouse_target):
+        assert wait_for_rows(migrated, 38) == 38
+        dead = read_topic(
+            kafka_broker.bootstrap_servers,
+            settings.topics.dead_letter,
+            expect_messages=2,
+            idle_seconds=1,
+        )
+    stored = {row[0] for row in migrated.query("SELECT span_id FROM llm_spans").result_rows}
+    assert stored == {span.span_id for index, span in enumerate(spans) if index not in (7, 21)}
+    reasons = sorted(message.headers["llmtap.dead_letter.reason"] for message in dead)
+    assert len(reasons) == 2
+    assert b"start_time_unix_nano" in reasons[1] or b"start_time_unix_nano" in reasons[0]
+    assert all(b"ClickHouse rejected the row" in r or b"not a normalized" in r for r in reasons)
 
 
 def test_clickhouse_unavailable_is_retried_not_dropped(
