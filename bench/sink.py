@@ -33,7 +33,7 @@ from llmtap.dev.kafka_broker import LocalKafkaBroker  # noqa: E402
 from llmtap.schemas.llm_span import encode_span, span_key  # noqa: E402
 from llmtap.settings import LocalKafkaSettings, Settings  # noqa: E402
 from llmtap.sinks.clickhouse.migrations import Migrator  # noqa: E402
-from llmtap.sinks.clickhouse.rows import SPAN_COLUMNS, span_row  # noqa: E402
+from llmtap.sinks.clickhouse.rows import INSERT_SETTINGS, SPAN_COLUMNS, span_row  # noqa: E402
 from llmtap.sinks.clickhouse.sink import ClickHouseSink  # noqa: E402
 from llmtap.sinks.clickhouse.span_json import SpanJsonInserter, span_json_line  # noqa: E402
 from tests.integration.sinks.test_clickhouse_sink import make_spans  # noqa: E402
@@ -46,7 +46,13 @@ def raw_insert(client: Any, rows: list[tuple[object, ...]], batch: int) -> float
     started = time.perf_counter()
     for index in range(0, len(rows), batch):
         columns = list(zip(*rows[index : index + batch], strict=True))
-        client.insert("llm_spans", columns, column_names=SPAN_COLUMNS, column_oriented=True)
+        client.insert(
+            "llm_spans",
+            columns,
+            column_names=SPAN_COLUMNS,
+            column_oriented=True,
+            settings=INSERT_SETTINGS,  # the table work the sink's inserts ask for
+        )
     return time.perf_counter() - started
 
 

@@ -42,7 +42,7 @@ from llmtap.schemas.llm_span import decode_span, span_key
 from llmtap.schemas.topics import Header, dead_letter_topic, normalized_spans_topic
 from llmtap.settings import Settings
 from llmtap.sinks.clickhouse.in_flight import OneInFlight
-from llmtap.sinks.clickhouse.rows import SPAN_COLUMNS, span_row
+from llmtap.sinks.clickhouse.rows import INSERT_SETTINGS, SPAN_COLUMNS, span_row
 from llmtap.sinks.clickhouse.span_json import (
     SpanJsonInserter,
     span_json_line,
@@ -388,13 +388,8 @@ class ClickHouseSink:
             columns,
             column_names=SPAN_COLUMNS,
             column_oriented=True,
-            # Synchronous inserts: the insert is durable when it returns (the commit point),
-            # and the deduplication token applies to exactly this block.
-            settings={
-                "async_insert": 0,
-                "insert_deduplicate": 1,
-                "insert_deduplication_token": token,
-            },
+            # The deduplication token applies to exactly this block.
+            settings={**INSERT_SETTINGS, "insert_deduplication_token": token},
         )
 
     # -- assignment: resume after what ClickHouse already has ---------------------------------

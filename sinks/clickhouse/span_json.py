@@ -28,7 +28,7 @@ from typing import Any
 import msgspec
 
 from llmtap.schemas.llm_span import LlmSpan
-from llmtap.sinks.clickhouse.rows import DATETIME64_9_NANOS, SPAN_COLUMNS
+from llmtap.sinks.clickhouse.rows import DATETIME64_9_NANOS, INSERT_SETTINGS, SPAN_COLUMNS
 
 _PARTITION = "__llmtap_kafka_partition"
 _OFFSET = "__llmtap_kafka_offset"
@@ -208,8 +208,7 @@ _SETTINGS = {
     "input_format_skip_unknown_fields": 1,
     "input_format_json_read_numbers_as_strings": 0,  # a number is not a string: refuse it
     "input_format_allow_errors_num": 0,
-    "async_insert": 0,
-    "insert_deduplicate": 1,
+    **INSERT_SETTINGS,
 }
 
 

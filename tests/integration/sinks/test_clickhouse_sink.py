@@ -445,16 +445,21 @@ def test_sigkill_in_the_middle_of_batches_loses_nothing_and_duplicates_nothing(
             stdout=subprocess.DEVNULL,
             stderr=final_log,
         )
-    deadline = time.monotonic() + 120
-    while True:
-        end, committed = sink_lag(settings)
-        if committed >= end and "running" in final_log_path.read_text():
-            break
-        assert process.poll() is None, final_log_path.read_text()[-2000:]
-        assert time.monotonic() < deadline, f"sink did not catch up: {committed}/{end}"
-        time.sleep(0.5)
-    process.send_signal(signal.SIGTERM)
-    process.wait(timeout=60)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            end, committed = sink_lag(settings)
+            if committed >= end and "running" in final_log_path.read_text():
+                break
+            assert process.poll() is None, final_log_path.read_text()[-2000:]
+            assert time.monotonic() < deadline, f"sink did not catch up: {committed}/{end}"
+            time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:  # the test failed: leave no sink running behind it
+            process.kill()
+            process.wait(timeout=30)
     assert process.returncode == 0, final_log_path.read_text()[-2000:]
     assert count_rows(tmp_path) == (len(spans), len(spans))
 
