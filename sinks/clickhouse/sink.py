@@ -94,6 +94,9 @@ class ClickHouseSink:
         self._oldest_row_at: float | None = None
         self._client: Any = None
         self._writes: OneInFlight[None] = OneInFlight("llmtap-sink-insert")
+        # Set when the sink stops on an error: an insert retrying in the background gives up
+        # (its rows stay in Kafka, uncommitted) instead of holding the process forever.
+        self._abandon = threading.Event()
         # The embedded engine parses the spans' JSON itself (span_json.py); a server gets rows.
         self._json: SpanJsonInserter | None = None
 
@@ -140,6 +143,7 @@ class ClickHouseSink:
                 self._poll_once(consumer)
             self._flush(consumer, wait=True)  # what is buffered is written before a clean stop
         finally:
+            self._abandon.set()  # after a clean stop nothing is in flight any more
             self._writes.close()
             close_quietly(consumer)
             self._dead_letters.flush(30)
@@ -294,6 +298,8 @@ class ClickHouseSink:
                 return
             except Exception as problem:
                 self.telemetry.error(Stage.SENDING, type(problem).__name__)
+                if self._abandon.is_set():
+                    raise
                 logger.warning(
                     "ClickHouse insert of %d rows failed (%s); the rows stay in Kafka, "
                     "retrying in %.1f s",
@@ -326,6 +332,8 @@ class ClickHouseSink:
                         self._insert_with_retry(rows, token)
                     return
                 self.telemetry.error(Stage.SENDING, type(problem).__name__)
+                if self._abandon.is_set():
+                    raise
                 logger.warning(
                     "ClickHouse insert of %d rows failed (%s); the rows stay in Kafka, "
                     "retrying in %.1f s",

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -228,19 +229,42 @@ def split_span_json_line(line: bytes) -> tuple[bytes, int, int]:
     return line[:cut] + b"}", int(partition), int(offset)
 
 
+_STALE_SECONDS = 600  # a batch file lives as long as its insert: seconds
+
+
 class SpanJsonInserter:
     """Inserts span JSON lines into ``llm_spans`` through a file the embedded engine reads."""
 
     def __init__(self, table: str, work_dir: Path) -> None:
         self._table = table
         self._work_dir = work_dir
+        self._remove_stale_files()
+
+    def _remove_stale_files(self) -> None:
+        """Files a killed sink left behind (it was stopped between writing and removing)."""
+        now = time.time()
+        with contextlib.suppress(OSError):
+            for stale in self._work_dir.glob("spans-*.jsonl"):
+                with contextlib.suppress(OSError):
+                    if now - stale.stat().st_mtime > _STALE_SECONDS:
+                        stale.unlink()
 
     def insert(self, client: Any, lines: list[bytes], topic: str, token: str) -> None:
-        self._work_dir.mkdir(parents=True, exist_ok=True)
-        handle, path = tempfile.mkstemp(prefix="spans-", suffix=".jsonl", dir=self._work_dir)
         try:
-            with os.fdopen(handle, "wb") as file:
-                file.write(b"\n".join(lines))
+            self._work_dir.mkdir(parents=True, exist_ok=True)
+            handle, path = tempfile.mkstemp(prefix="spans-", suffix=".jsonl", dir=self._work_dir)
+        except OSError as problem:
+            raise OSError(
+                problem.errno, f"cannot write a batch file in {self._work_dir}: {problem.strerror}"
+            ) from problem
+        try:
+            try:
+                with os.fdopen(handle, "wb") as file:
+                    file.write(b"\n".join(lines))
+            except OSError as problem:
+                raise OSError(
+                    problem.errno, f"cannot write the batch file {path}: {problem.strerror}"
+                ) from problem
             rows = len(lines)
             client.command(
                 f"INSERT INTO {self._table} ({', '.join(SPAN_COLUMNS)}) "  # noqa: S608 (constants)
