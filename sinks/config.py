@@ -21,7 +21,10 @@ class SinkConfig(BaseModel):
         description="Consumer group of the sink for aggregates, alerts, scores and embeddings.",
     )
     batch_max_rows: int = Field(
-        default=50_000, ge=1, description="Rows buffered before an insert (all partitions)."
+        default=50_000,
+        ge=1,
+        description="Rows buffered before an insert (all partitions); while one batch is "
+        "inserted the next one fills, so memory holds up to two.",
     )
     batch_max_bytes: int = Field(
         default=64 * 1024 * 1024, ge=1024, description="Message bytes buffered before an insert."
