@@ -7,6 +7,7 @@ run in their own thread and stop at their next batch boundary.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 from collections.abc import Callable
@@ -149,6 +150,10 @@ async def _start_processor(settings: Settings, progress: Callable[[str], None]) 
         for component in reversed(started):
             await component.stop()
         raise
+    # What exists now (imports, the embedding model, faust's app) lives as long as the process:
+    # out of the collector's sight, full collections scan only what the stages allocate while
+    # they run, not the millions of objects PyTorch and transformers leave behind.
+    gc.freeze()
     # Downstream stages stop first, the normalizer last.
     return _Together(list(reversed(started)))
 

@@ -18,13 +18,13 @@ import msgspec
 SCHEMA_VERSION = 1
 
 
-class ToolCall(msgspec.Struct, omit_defaults=True):
+class ToolCall(msgspec.Struct, omit_defaults=True, gc=False):
     name: str
     id: str | None = None
     arguments: str | None = None  # JSON text as the model produced it
 
 
-class Message(msgspec.Struct, omit_defaults=True):
+class Message(msgspec.Struct, omit_defaults=True, gc=False):
     role: str
     content: str | None = None
     tool_calls: list[ToolCall] = []
@@ -32,14 +32,14 @@ class Message(msgspec.Struct, omit_defaults=True):
     finish_reason: str | None = None
 
 
-class RetrievedDocument(msgspec.Struct, omit_defaults=True):
+class RetrievedDocument(msgspec.Struct, omit_defaults=True, gc=False):
     id: str | None = None
     content: str | None = None
     score: float | None = None
     source_span_id: str | None = None  # the retrieval span it came from, when not this span
 
 
-class TokenUsage(msgspec.Struct, omit_defaults=True):
+class TokenUsage(msgspec.Struct, omit_defaults=True, gc=False):
     input: int | None = None
     output: int | None = None
     cache_read: int | None = None
@@ -53,7 +53,7 @@ class TokenUsage(msgspec.Struct, omit_defaults=True):
         return (self.input or 0) + (self.output or 0)
 
 
-class Cost(msgspec.Struct, omit_defaults=True):
+class Cost(msgspec.Struct, omit_defaults=True, gc=False):
     """The priced breakdown of one span; amounts are decimal strings in ``currency``.
 
     Parts add up to ``total``: input is the uncached input, output the non-reasoning output.
@@ -74,7 +74,7 @@ class Cost(msgspec.Struct, omit_defaults=True):
     unpriced_reason: str | None = None
 
 
-class RequestParameters(msgspec.Struct, omit_defaults=True):
+class RequestParameters(msgspec.Struct, omit_defaults=True, gc=False):
     temperature: float | None = None
     top_p: float | None = None
     top_k: float | None = None
@@ -86,7 +86,7 @@ class RequestParameters(msgspec.Struct, omit_defaults=True):
     stream: bool | None = None
 
 
-class LlmSpan(msgspec.Struct, kw_only=True, omit_defaults=True):
+class LlmSpan(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     schema_version: int = SCHEMA_VERSION
     # identity and timing
     trace_id: str
