@@ -74,7 +74,8 @@ def test_done_tells_whether_finish_would_wait() -> None:
 @pytest.mark.parametrize("value", [b'{"a":1}', b'{"a":"}"}  \n', b'{"x":{"y":[1,2]}}'])
 def test_a_span_line_carries_the_kafka_position_and_gives_the_message_back(value: bytes) -> None:
     line = span_json_line(value, 7, 123_456)
-    assert line.startswith(b"{") and line.endswith(b"}")
+    assert line.startswith(b"{")
+    assert line.endswith(b"}")
     assert split_span_json_line(line) == (value.rstrip(), 7, 123_456)
 
 
