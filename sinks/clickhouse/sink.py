@@ -286,58 +286,59 @@ class ClickHouseSink:
         return inserts
 
     def _insert_with_retry(self, rows: list[tuple[object, ...]], token: str) -> None:
-        delay = self._config.retry_initial_seconds
-        while True:
+        def attempt() -> None:
             try:
                 self._insert_checked(rows, token)
-                self.telemetry.sent(len(rows))
-                return
             except RowRejectedError as rejected:  # a batch of one row, and that row is invalid
                 for row in rows:
                     self._dead_letter_row(row, str(rejected))
                 return
-            except Exception as problem:
-                self.telemetry.error(Stage.SENDING, type(problem).__name__)
-                if self._abandon.is_set():
-                    raise
-                logger.warning(
-                    "ClickHouse insert of %d rows failed (%s); the rows stay in Kafka, "
-                    "retrying in %.1f s",
-                    len(rows),
-                    describe_insert_failure(problem, self._settings),
-                    delay,
-                )
-                time.sleep(delay)
-                delay = min(delay * 2, self._config.retry_max_seconds)
+            self.telemetry.sent(len(rows))
+
+        self._until_stored(len(rows), attempt)
 
     def _insert_json_with_retry(self, lines: list[bytes], token: str) -> None:
         """The fast path; a batch ClickHouse refuses as data goes through the row path."""
         assert self._json is not None
+        json = self._json
+
+        def attempt() -> None:
+            try:
+                json.insert(self._client, lines, self._topic, token)
+            except Exception as problem:
+                if not (looks_like_bad_data(problem) or _marks_bad_json(problem)):
+                    raise
+                logger.info(
+                    "ClickHouse refused a batch of %d spans as JSON (%s); inserting it "
+                    "row by row to find the spans it cannot store",
+                    len(lines),
+                    _first_line(problem),
+                )
+                rows = self._rows_of_lines(lines)
+                if rows:
+                    self._insert_with_retry(rows, token)
+                return
+            self.telemetry.sent(len(lines))
+
+        self._until_stored(len(lines), attempt)
+
+    def _until_stored(self, count: int, attempt: Callable[[], None]) -> None:
+        """Run ``attempt`` until it returns: what it raises means ClickHouse is unavailable,
+        so the rows stay in Kafka and it is retried with exponential backoff (given up only
+        when the sink stops on an error)."""
         delay = self._config.retry_initial_seconds
         while True:
             try:
-                self._json.insert(self._client, lines, self._topic, token)
-                self.telemetry.sent(len(lines))
+                attempt()
                 return
             except Exception as problem:
-                if looks_like_bad_data(problem) or _marks_bad_json(problem):
-                    logger.info(
-                        "ClickHouse refused a batch of %d spans as JSON (%s); inserting it "
-                        "row by row to find the spans it cannot store",
-                        len(lines),
-                        _first_line(problem),
-                    )
-                    rows = self._rows_of_lines(lines)
-                    if rows:
-                        self._insert_with_retry(rows, token)
-                    return
                 self.telemetry.error(Stage.SENDING, type(problem).__name__)
                 if self._abandon.is_set():
                     raise
                 logger.warning(
                     "ClickHouse insert of %d rows failed (%s); the rows stay in Kafka, "
                     "retrying in %.1f s",
-                    len(lines),
+                    count,
                     describe_insert_failure(problem, self._settings),
                     delay,
                 )
