@@ -234,7 +234,8 @@ class _CountingClient:
         return self._client.insert(*args, **kwargs)
 
     def command(self, *args: Any, **kwargs: Any) -> Any:
-        token = (kwargs.get("settings") or {}).get("insert_deduplication_token")
+        # the JSON path passes its token as a query parameter of the statement's SETTINGS
+        token = (kwargs.get("parameters") or {}).get("token")
         if token is not None:
             self.tokens.append(token)
             self.json_inserts += 1

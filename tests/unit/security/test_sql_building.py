@@ -44,7 +44,7 @@ REVIEWED: dict[str, dict[str, str]] = {
     },
     "sinks/clickhouse/reprice.py": {"where": "constant clauses; values are parameters"},
     "sinks/clickhouse/span_json.py": {
-        "self._table": "the caller's constant table name (SPANS_TABLE)",
+        "table": "the caller's constant table name (SPANS_TABLE)",
         "', '.join(SPAN_COLUMNS)": "the table's constant column names",
         "', '.join(_SELECT.values())": "this module's constant expressions; values are parameters",
     },
