@@ -199,6 +199,16 @@ class Pipeline:
     def pids(self) -> dict[str, int]:
         return {role: process.pid for role, process in self.processes.items()}
 
+    def log_line(self, marker: str) -> str | None:
+        """The first line of the roles' logs that holds ``marker`` (its text after it)."""
+        for role in self.roles:
+            path = self.logs / f"{role}.log"
+            if path.exists():
+                for line in path.read_text(errors="replace").splitlines():
+                    if marker in line:
+                        return line.split(marker, 1)[1].strip()
+        return None
+
     def stop(self) -> None:
         for role in reversed(self.roles):  # collector first, sink last (it flushes)
             process = self.processes.get(role)
@@ -566,6 +576,8 @@ class ModeRun:
             self.lag.close()
             self.pipeline.stop()
         result["steps"] = self.steps
+        # fp32 or bf16, chosen by the processor at start-up on a probe (it varies with load)
+        result["embedding_backend"] = self.pipeline.log_line("embedding backend:")
         # Steady state is where no lag grows: the sustained steps. Unsustained steps (capacity
         # search above capacity) and the back-to-back probe fill buffers while lag grows, so
         # they are reported apart, as memory under overload.
@@ -759,6 +771,8 @@ def print_report(report: dict[str, Any]) -> None:
             f"probe (back to back): collector accepted "
             f"{mode['probe']['achieved_spans_per_second']:,.0f} spans/s"
         )
+        if mode.get("embedding_backend"):
+            print(f"embedding backend chosen at start-up: {mode['embedding_backend']}")
         print(
             f"\n{'step':<30}{'offered':>9}{'achieved':>10}{'ok':>4}  "
             f"{'fresh p50/p95/p99 s (root end)':>31}{'recv p99':>9}  "
