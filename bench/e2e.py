@@ -576,8 +576,12 @@ class ModeRun:
             self.lag.close()
             self.pipeline.stop()
         result["steps"] = self.steps
-        # fp32 or bf16, chosen by the processor at start-up on a probe (it varies with load)
-        result["embedding_backend"] = self.pipeline.log_line("embedding backend:")
+        # fp32 or bf16, chosen by the processor at start-up on a probe (it varies with load):
+        # the risk stage's start line ends with "(model/backend+weights; reason)"
+        started_line = self.pipeline.log_line("risk: ")
+        result["embedding_backend"] = (
+            started_line.rsplit("(", 1)[-1].rstrip(")") if started_line else None
+        )
         # Steady state is where no lag grows: the sustained steps. Unsustained steps (capacity
         # search above capacity) and the back-to-back probe fill buffers while lag grows, so
         # they are reported apart, as memory under overload.
