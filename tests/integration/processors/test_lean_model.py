@@ -35,19 +35,23 @@ def reference() -> Any:
     return load_model()  # sentence-transformers itself
 
 
-def test_the_shipped_model_loads_lean(reference: Any) -> None:
-    model = load_encoder_model()
+@pytest.fixture(scope="module")
+def lean() -> Any:
+    return load_encoder_model()
+
+
+def test_the_shipped_model_loads_lean(reference: Any, lean: Any) -> None:
+    model = lean
     assert isinstance(model, LeanSentenceModel)
     assert model.max_seq_length == reference.max_seq_length == 256
     assert model.get_sentence_embedding_dimension() == 384
 
 
 @pytest.mark.parametrize("normalize", [True, False])
-@pytest.mark.parametrize("batch_size", [1, 7, 32])
+@pytest.mark.parametrize("batch_size", [7, 32])
 def test_vectors_equal_sentence_transformers(
-    reference: Any, normalize: bool, batch_size: int
+    reference: Any, lean: Any, normalize: bool, batch_size: int
 ) -> None:
-    lean = load_encoder_model()
     expected = reference.encode(
         TEXTS, batch_size=batch_size, normalize_embeddings=normalize, convert_to_numpy=True
     )
@@ -57,8 +61,9 @@ def test_vectors_equal_sentence_transformers(
     np.testing.assert_allclose(actual, expected, atol=1e-5)
 
 
-def test_a_shorter_token_limit_truncates_like_sentence_transformers(reference: Any) -> None:
-    lean = load_encoder_model()
+def test_a_shorter_token_limit_truncates_like_sentence_transformers(
+    reference: Any, lean: Any
+) -> None:
     lean.max_seq_length = 16
     reference.max_seq_length = 16
     try:
@@ -66,7 +71,7 @@ def test_a_shorter_token_limit_truncates_like_sentence_transformers(reference: A
             lean.encode(TEXTS, batch_size=8), reference.encode(TEXTS, batch_size=8), atol=1e-5
         )
     finally:
-        reference.max_seq_length = 256
+        reference.max_seq_length = lean.max_seq_length = 256
 
 
 def test_encoding_imports_neither_scikit_learn_nor_pandas() -> None:
