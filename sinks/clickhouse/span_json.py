@@ -204,20 +204,15 @@ _SELECT: dict[str, str] = {
 if tuple(_SELECT) != SPAN_COLUMNS:  # pragma: no cover - a programming error, caught at import
     raise RuntimeError("span_json's SELECT does not follow SPAN_COLUMNS")
 
-_SETTINGS = {
-    "input_format_json_read_arrays_as_strings": 1,  # messages, documents: stored as JSON text
-    "input_format_skip_unknown_fields": 1,
-    "input_format_json_read_numbers_as_strings": 0,  # a number is not a string: refuse it
-    "input_format_allow_errors_num": 0,
-    **INSERT_SETTINGS,
-}
-
-
 # Settings ride in the statement: passed apart, the embedded backend runs a SET and a restore
 # per setting around the insert (about 7 ms an insert, a tenth of a 10,000-span one).
 _SETTINGS_CLAUSE = ", ".join(
     [
-        *(f"{name} = {int(value)}" for name, value in _SETTINGS.items()),
+        "input_format_json_read_arrays_as_strings = 1",  # messages, documents: kept JSON text
+        "input_format_skip_unknown_fields = 1",
+        "input_format_json_read_numbers_as_strings = 0",  # a number is not a string: refuse it
+        "input_format_allow_errors_num = 0",
+        *(f"{name} = {int(value)}" for name, value in INSERT_SETTINGS.items()),
         "insert_deduplication_token = {token:String}",
         # one block, so one part per insert: atomic, and deduplicated as a whole
         "max_insert_block_size = {block:UInt64}",
