@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +31,8 @@ def load_encoder_model(path: Path | None = None, device: str = "cpu") -> Any:
     layout = lean_layout(folder)
     if layout is None:
         return load_model(folder, device)
-    try:
+    with _load_errors(folder):
         return LeanSentenceModel(folder, layout, device)
-    except (OSError, ValueError) as error:
-        raise ModelLoadError(f"cannot load the embedding model from {folder}: {error}") from error
 
 
 def load_model(path: Path | None = None, device: str = "cpu") -> Any:
@@ -44,8 +44,15 @@ def load_model(path: Path | None = None, device: str = "cpu") -> Any:
     folder = _checked_folder(path)
     from sentence_transformers import SentenceTransformer
 
-    try:
+    with _load_errors(folder):
         return SentenceTransformer(str(folder), device=device, local_files_only=True)
+
+
+@contextlib.contextmanager
+def _load_errors(folder: Path) -> Iterator[None]:
+    """A folder whose files cannot be read or parsed as a model is a ModelLoadError naming it."""
+    try:
+        yield
     except (OSError, ValueError) as error:
         raise ModelLoadError(f"cannot load the embedding model from {folder}: {error}") from error
 
