@@ -134,6 +134,9 @@ def test_every_role_killed_with_sigkill_repeatedly(tmp_path: Path) -> None:
         webhook.close()
 
 
+# nightly: 45 s of whole pipeline for what the sink's own test proves in every run
+# (test_clickhouse_sink.py::test_clickhouse_unavailable_is_retried_not_dropped)
+@pytest.mark.nightly
 def test_clickhouse_unwritable_for_a_while_then_back(tmp_path: Path) -> None:
     """The engine's data folder refuses writes (as when the disk is full), then accepts them."""
     with running_pipeline(tmp_path) as pipeline:
@@ -155,6 +158,9 @@ def test_clickhouse_unwritable_for_a_while_then_back(tmp_path: Path) -> None:
         settle_and_check(pipeline, load, None)
 
 
+# nightly: 45 s of whole pipeline; every run has the collector's own test of the 429s
+# (tests/integration/collectors/test_collector_reliability.py) and of lag in `llmtap status`
+@pytest.mark.nightly
 def test_overload_is_shed_with_retry_after_then_caught_up(tmp_path: Path) -> None:
     """Offered far more than the collector admits at once: it answers 429 with Retry-After
     instead of queueing without bound, lag shows in ``llmtap status`` and on ``/metrics``, and

@@ -30,6 +30,7 @@ from tests.integration.processors.test_stream_aggregates import (
 pytestmark = pytest.mark.integration
 
 SECRET = "a-webhook-secret-of-some-length"
+WINDOW = 20
 RULES = """\
 rules:
   - id: tenant-minute-budget
@@ -37,7 +38,7 @@ rules:
     severity: critical
     group_by: [tenant]
     where: {tenant: acme}
-    window_seconds: 60
+    window_seconds: 20
     threshold: 1.0
     cooldown_seconds: 0
 """
@@ -95,28 +96,34 @@ def test_a_budget_breach_fires_one_alert_then_resolves(
             "rules_file": str(rules_file),
             "evaluation_interval_seconds": 0.5,
             "webhooks": [{"url": receiver.url, "kind": "json", "secret": SECRET}],
+            # 20-second windows: the alert resolves once its window has passed, so the test
+            # waits one window, not the default minute
+            "base_window_seconds": WINDOW,
         }
+        processor["stream"] = {**processor["stream"], "window_seconds": (WINDOW, 3600)}
         settings = base.model_copy(
             update={"processor": type(base.processor).model_validate(processor)}
         )
-        # The spans must stay inside the 60 s rule window until the alert fired.
-        if time.time() % 60 > 35:
-            await asyncio.sleep(61 - time.time() % 60)
-        now = int(time.time())
-        spans = [
-            span
-            for span in synthetic_spans(400, seed=21, start_seconds=now - now % 60)
-            if span.tenant == "acme"
-        ]
-        for span in spans:  # in this minute, and priced: about 0.005 USD each
-            span.start_time_unix_nano = (now - now % 60) * 10**9 + span.start_time_unix_nano % (
-                10 * 10**9
-            )
         app = StreamApp(settings)
         await app.start()
         delivery = _Thread(AlertDeliveryStage(settings)).__enter__()
         timeline: list[float] = []
         try:
+            # The spans must stay inside the rule's window until the alert fired: they are
+            # produced early in a window (at least 13 s before it ends).
+            if time.time() % WINDOW > 7:
+                await asyncio.sleep(WINDOW + 0.5 - time.time() % WINDOW)
+            now = int(time.time())
+            window_start = now - now % WINDOW
+            spans = [
+                span
+                for span in synthetic_spans(400, seed=21, start_seconds=window_start)
+                if span.tenant == "acme"
+            ]
+            for span in spans:  # in this window, and priced: about 0.005 USD each
+                span.start_time_unix_nano = window_start * 10**9 + span.start_time_unix_nano % (
+                    2 * 10**9
+                )
             produced_at = time.monotonic()
             await asyncio.to_thread(produce_like_the_normalizer, settings, spans)
             deadline = time.monotonic() + 150
