@@ -156,8 +156,9 @@ class ClickHouseSink:
             wait = max(
                 0.0, self._oldest_row_at + self._config.flush_interval_seconds - time.monotonic()
             )
-        for message in consumer.consume(num_messages=room, timeout=min(wait, 0.5)):
-            self._add(message)
+        messages = consumer.consume(num_messages=room, timeout=min(wait, 0.5))
+        if messages:
+            self._add(messages)
         if self._writes.done():
             self._writes.finish()  # commits the offsets of an insert that ended meanwhile
         if self._should_flush():
@@ -165,40 +166,51 @@ class ClickHouseSink:
 
     # -- buffering -------------------------------------------------------------------------
 
-    def _add(self, message: Message) -> None:
-        error = message.error()
-        if error is not None:
-            if error.code() != KafkaError._PARTITION_EOF:
-                self.telemetry.error(Stage.RECEIVING, "kafka_consume")
-                logger.warning("consume error: %s", error)
-            return
-        value = message.value() or b""
-        partition = message.partition() or 0
-        offset = message.offset() or 0
-        row: Row | None
-        try:
-            span = decode_span(value)
-            if self._json is not None:
-                row = span_json_line(value, partition, offset)
-            else:
-                row = span_row(span, self._topic, partition, offset)
-        except Exception as problem:
-            self._dead_letter(
-                message.key(), value, partition, offset, f"not a normalized span: {problem}"
-            )
-            row = None
-        buffer = self._buffers.get(partition)
-        if buffer is None:  # not setdefault: building a buffer per message cost ~4 µs a row
-            buffer = self._buffers[partition] = _PartitionBuffer()
-        # Offsets are tracked even for dead-lettered messages so the commit moves past them.
-        buffer.offsets.append(offset)
-        buffer.rows.append(row)
-        buffer.days.append(span.start_time_unix_nano // _DAY_NANOS if row is not None else -1)
-        buffer.size_bytes += len(value)
-        self._buffered_rows += 1
-        self._buffered_bytes += len(value)
-        if self._oldest_row_at is None:
-            self._oldest_row_at = time.monotonic()
+    def _add(self, messages: list[Message]) -> None:
+        """Buffer what one ``consume`` returned: one loop with its names bound locally (a call
+        and the attribute updates per message were a fifth of the consuming thread's time)."""
+        json = self._json is not None
+        buffers = self._buffers
+        rows_added = bytes_added = 0
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    self.telemetry.error(Stage.RECEIVING, "kafka_consume")
+                    logger.warning("consume error: %s", error)
+                continue
+            value = message.value() or b""
+            partition = message.partition() or 0
+            offset = message.offset() or 0
+            row: Row | None
+            try:
+                span = decode_span(value)
+                if json:
+                    row = span_json_line(value, partition, offset)
+                else:
+                    row = span_row(span, self._topic, partition, offset)
+                day = span.start_time_unix_nano // _DAY_NANOS
+            except Exception as problem:
+                self._dead_letter(
+                    message.key(), value, partition, offset, f"not a normalized span: {problem}"
+                )
+                row = None
+                day = -1
+            buffer = buffers.get(partition)
+            if buffer is None:  # not setdefault: building a buffer per message cost ~4 µs a row
+                buffer = buffers[partition] = _PartitionBuffer()
+            # Offsets are tracked even for dead-lettered messages so the commit moves past them.
+            buffer.offsets.append(offset)
+            buffer.rows.append(row)
+            buffer.days.append(day)
+            buffer.size_bytes += len(value)
+            rows_added += 1
+            bytes_added += len(value)
+        if rows_added:
+            self._buffered_rows += rows_added
+            self._buffered_bytes += bytes_added
+            if self._oldest_row_at is None:
+                self._oldest_row_at = time.monotonic()
 
     def _should_flush(self) -> bool:
         if not self._buffered_rows:
