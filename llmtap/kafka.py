@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmtap.errors import LlmtapError, ServiceUnavailableError
 from llmtap.schemas.topics import TopicSpec
 from llmtap.settings import Settings
+
+if TYPE_CHECKING:
+    from confluent_kafka import KafkaError
+
+    from llmtap.telemetry import ComponentTelemetry
 
 logger = logging.getLogger(__name__)
 
@@ -242,3 +247,17 @@ def dead_letter_headers(
         ("llmtap.dead_letter.source_partition", str(message.partition()).encode()),
         ("llmtap.dead_letter.source_offset", str(message.offset()).encode()),
     ]
+
+
+def report_consume_error(
+    error: KafkaError, telemetry: ComponentTelemetry, log: logging.Logger
+) -> None:
+    """Count and log an error ``consume`` returned in place of a message; the end of a
+    partition (``enable.partition.eof``) is no error."""
+    from confluent_kafka import KafkaError
+
+    from llmtap.telemetry import Stage
+
+    if error.code() != KafkaError._PARTITION_EOF:
+        telemetry.error(Stage.RECEIVING, "kafka_consume")
+        log.warning("consume error: %s", error)

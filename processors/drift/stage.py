@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Callable
 
 import msgspec
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
 from llmtap.heartbeat import Heartbeat
 from llmtap.kafka import (
@@ -36,6 +36,7 @@ from llmtap.kafka import (
     ensure_topics,
     produce_with_backpressure,
     producer_config,
+    report_consume_error,
     rewind_to_committed,
 )
 from llmtap.processors.drift.detector import DriftDetector
@@ -146,9 +147,7 @@ class DriftStage:
             for message in messages:
                 error = message.error()
                 if error is not None:
-                    if error.code() != KafkaError._PARTITION_EOF:
-                        self.telemetry.error(Stage.RECEIVING, "kafka_consume")
-                        logger.warning("consume error: %s", error)
+                    report_consume_error(error, self.telemetry, logger)
                     continue
                 value = message.value() or b""
                 self.telemetry.received(1, len(value))

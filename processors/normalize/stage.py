@@ -44,6 +44,7 @@ from llmtap.kafka import (
     ensure_topics,
     produce_with_backpressure,
     producer_config,
+    report_consume_error,
     rewind_to_committed,
 )
 from llmtap.processors.normalize.genai_events import (
@@ -181,9 +182,7 @@ class NormalizerStage:
             for message in messages:
                 error = message.error()
                 if error is not None:
-                    if error.code() != KafkaError._PARTITION_EOF:
-                        self.telemetry.error(Stage.RECEIVING, "kafka_consume")
-                        logger.warning("consume error: %s", error)
+                    report_consume_error(error, self.telemetry, logger)
                     continue
                 if message.topic() == logs_topic:
                     self._process_logs_message(producer, message)

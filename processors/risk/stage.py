@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable
 
 import msgspec
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaException, Message, Producer
 
 from llmtap.heartbeat import Heartbeat
 from llmtap.kafka import (
@@ -30,6 +30,7 @@ from llmtap.kafka import (
     ensure_topics,
     produce_with_backpressure,
     producer_config,
+    report_consume_error,
     rewind_to_committed,
 )
 from llmtap.processors.risk.scorer import RiskScorer
@@ -129,9 +130,7 @@ class RiskStage:
             for message in messages:
                 error = message.error()
                 if error is not None:
-                    if error.code() != KafkaError._PARTITION_EOF:
-                        self.telemetry.error(Stage.RECEIVING, "kafka_consume")
-                        logger.warning("consume error: %s", error)
+                    report_consume_error(error, self.telemetry, logger)
                     continue
                 value = message.value() or b""
                 self.telemetry.received(1, len(value))

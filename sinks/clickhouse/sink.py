@@ -32,12 +32,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
 from llmtap.clickhouse import is_embedded, open_client
 from llmtap.errors import LlmtapError
 from llmtap.heartbeat import Heartbeat
-from llmtap.kafka import consumer_config, ensure_topics, producer_config
+from llmtap.kafka import (
+    consumer_config,
+    ensure_topics,
+    producer_config,
+    report_consume_error,
+)
 from llmtap.schemas.llm_span import decode_span, span_key
 from llmtap.schemas.topics import Header, dead_letter_topic, normalized_spans_topic
 from llmtap.settings import Settings
@@ -175,9 +180,7 @@ class ClickHouseSink:
         for message in messages:
             error = message.error()
             if error is not None:
-                if error.code() != KafkaError._PARTITION_EOF:
-                    self.telemetry.error(Stage.RECEIVING, "kafka_consume")
-                    logger.warning("consume error: %s", error)
+                report_consume_error(error, self.telemetry, logger)
                 continue
             value = message.value() or b""
             partition = message.partition() or 0
