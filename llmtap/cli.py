@@ -406,10 +406,16 @@ def status(state: CliState) -> None:
     click.echo(
         f"{'stage':<12}{'topic':<28}{'group':<22}{'messages':>10}{'committed':>11}{'lag':>8}"
     )
-    for lag in kafka_lag(settings):
+    lags = kafka_lag(settings)
+    for lag in lags:
         click.echo(
             f"{lag.stage:<12}{lag.topic:<28}{lag.group:<22}{lag.end_offsets:>10}"
             f"{lag.committed:>11}{lag.lag:>8}"
+        )
+    if any(lag.unreadable for lag in lags):
+        click.echo(
+            "(lag leaves out offsets after the committed ones that hold only transaction "
+            "markers or aborted records)"
         )
     where = settings.clickhouse_target().describe()
     try:

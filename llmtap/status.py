@@ -23,10 +23,14 @@ class StageLag:
     group: str
     end_offsets: int
     committed: int
+    # Offsets after the committed ones that hold nothing a consumer receives: the commit and
+    # abort markers of transactions and the records of aborted ones (a normalizer killed
+    # mid-transaction). A caught-up consumer may never commit past them.
+    unreadable: int = 0
 
     @property
     def lag(self) -> int:
-        return max(0, self.end_offsets - self.committed)
+        return max(0, self.end_offsets - self.committed - self.unreadable)
 
 
 def kafka_lag(settings: Settings) -> list[StageLag]:
@@ -54,14 +58,64 @@ def kafka_lag(settings: Settings) -> list[StageLag]:
                 results.append(StageLag(stage, topic, group, 0, 0))
                 continue
             partitions = [TopicPartition(topic, p) for p in metadata.partitions]
-            end = sum(high_watermark(consumer, tp, timeout) for tp in partitions)
-            committed = sum(
-                max(0, tp.offset) for tp in consumer.committed(partitions, timeout=timeout)
-            )
-            results.append(StageLag(stage, topic, group, end, committed))
+            ends = {tp.partition: high_watermark(consumer, tp, timeout) for tp in partitions}
+            committed = {
+                tp.partition: max(0, tp.offset)
+                for tp in consumer.committed(partitions, timeout=timeout)
+            }
         finally:
             consumer.close()
+        behind = {p: (committed[p], end) for p, end in ends.items() if committed[p] < end}
+        unreadable = sum(end - start for start, end in nothing_to_read(settings, topic, behind))
+        results.append(
+            StageLag(stage, topic, group, sum(ends.values()), sum(committed.values()), unreadable)
+        )
     return results
+
+
+def nothing_to_read(
+    settings: Settings, topic: str, ranges: dict[int, tuple[int, int]], wait: float = 3.0
+) -> list[tuple[int, int]]:
+    """The ``(start, end)`` offset ranges, by partition, in which a ``read_committed``
+    consumer receives no record (only markers and aborted records lie there).
+
+    Reads from each range's start until a record arrives or the consumer's position (which
+    steps over markers and aborted records) reaches the end. A range not settled within
+    ``wait`` seconds counts as readable: lag is never hidden.
+    """
+    from confluent_kafka import Consumer, TopicPartition
+
+    if not ranges:
+        return []
+    probe = Consumer(
+        client_config(
+            settings,
+            **{
+                "group.id": "llmtap-status-probe",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "client.id": "llmtap-status-probe",
+            },
+        )
+    )
+    open_ranges = dict(ranges)
+    empty = []
+    try:
+        probe.assign([TopicPartition(topic, p, start) for p, (start, _) in ranges.items()])
+        deadline = time.monotonic() + wait
+        while open_ranges and time.monotonic() < deadline:
+            message = probe.poll(0.1)
+            if message is not None and message.error() is None:
+                open_ranges.pop(message.partition() or 0, None)
+            positions = probe.position([TopicPartition(topic, p) for p in open_ranges])
+            for position in positions:
+                start, end = open_ranges[position.partition]
+                if position.offset >= end:
+                    empty.append((start, end))
+                    del open_ranges[position.partition]
+    finally:
+        probe.close()
+    return empty
 
 
 def high_watermark(consumer: Any, partition: Any, timeout: float) -> int:

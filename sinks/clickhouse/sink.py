@@ -104,6 +104,10 @@ class ClickHouseSink:
         self._abandon = threading.Event()
         # The embedded engine parses the spans' JSON itself (span_json.py); a server gets rows.
         self._json: SpanJsonInserter | None = None
+        # The offset this sink last committed per assigned partition, and when it may next
+        # commit a position that moved past markers alone (see ``_commit_skipped``).
+        self._committed: dict[int, int] = {}
+        self._next_skip_commit = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -168,6 +172,30 @@ class ClickHouseSink:
             self._writes.finish()  # commits the offsets of an insert that ended meanwhile
         if self._should_flush():
             self._flush(consumer)
+        elif not messages and not self._buffered_rows and self._writes.done():
+            self._commit_skipped(consumer)
+
+    def _commit_skipped(self, consumer: Consumer) -> None:
+        """Commit positions that moved past offsets no message came from, while idle.
+
+        Behind a transactional producer the consumer steps over commit markers and the records
+        of aborted transactions (a normalizer killed mid-transaction) without receiving a
+        message. With nothing buffered and no insert in flight, every message before the
+        position is stored, so committing it is safe; without this the group shows a lag
+        that no message will ever clear. At most once per flush interval.
+        """
+        now = time.monotonic()
+        if now < self._next_skip_commit:
+            return
+        self._next_skip_commit = now + self._config.flush_interval_seconds
+        self._writes.finish()
+        ahead = [
+            TopicPartition(self._topic, tp.partition, tp.offset)
+            for tp in consumer.position(list(consumer.assignment()))
+            if tp.offset >= 0 and tp.offset > self._committed.get(tp.partition, -1)
+        ]
+        if ahead and commit_offsets(consumer, ahead):
+            self._committed.update({tp.partition: tp.offset for tp in ahead})
 
     # -- buffering -------------------------------------------------------------------------
 
@@ -267,7 +295,8 @@ class ClickHouseSink:
 
         def commit(_: None) -> None:
             self._dead_letters.flush(30)
-            commit_offsets(consumer, commits)
+            if commit_offsets(consumer, commits):
+                self._committed.update({tp.partition: tp.offset for tp in commits})
 
         self._writes.start(write, commit)
         if wait:
@@ -434,6 +463,7 @@ class ClickHouseSink:
                 partition.offset = next_offset
                 catch_up.append(TopicPartition(self._topic, partition.partition, next_offset))
             resumed.append(partition)
+            self._committed[partition.partition] = partition.offset
         consumer.assign(resumed)
         if catch_up:
             # The previous owner stopped between its insert and its commit: commit for it, or
@@ -444,6 +474,8 @@ class ClickHouseSink:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Flush what belongs to the revoked partitions so the next owner starts after it.
         self._flush(consumer, wait=True)
+        for partition in partitions:
+            self._committed.pop(partition.partition, None)
 
     def _stored_offsets(self, partitions: list[int]) -> dict[int, int]:
         """Highest stored offset + 1 per partition; waits (retrying) while ClickHouse is away."""
@@ -523,15 +555,17 @@ def _runs(days: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
-def commit_offsets(consumer: Consumer, offsets: list[TopicPartition]) -> None:
-    """Commit, tolerating failure: the rows are in ClickHouse with their offsets, and a sink
-    that gets the partition resumes after what ClickHouse holds, so a lost commit (the broker
-    away, a rebalance) only means the next commit or owner covers it. Raising here would stop
-    the sink for a broker restart."""
+def commit_offsets(consumer: Consumer, offsets: list[TopicPartition]) -> bool:
+    """Commit, tolerating failure (returns whether it succeeded): the rows are in ClickHouse
+    with their offsets, and a sink that gets the partition resumes after what ClickHouse holds,
+    so a lost commit (the broker away, a rebalance) only means the next commit or owner covers
+    it. Raising here would stop the sink for a broker restart."""
     try:
         consumer.commit(offsets=offsets, asynchronous=False)
     except KafkaException as problem:
         logger.warning("offset commit failed (%s); the next commit covers it", problem)
+        return False
+    return True
 
 
 def close_quietly(consumer: Consumer) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -59,3 +60,51 @@ def test_status_reports_an_unreachable_store_in_one_line(kafka_broker: BrokerSta
     assert result.exit_code == 3
     assert "clickhouse  unavailable: " in result.stdout
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_lag_leaves_out_markers_and_aborted_records(kafka_broker: BrokerState) -> None:
+    """A consumer that read every committed record shows lag 0 even though its committed
+    offset stops before the transactions' markers and an aborted transaction's records."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from llmtap.settings import Settings
+    from llmtap.status import kafka_lag
+
+    bootstrap = kafka_broker.bootstrap_servers
+    suffix = uuid.uuid4().hex[:8]
+    settings = Settings(
+        kafka={"bootstrap_servers": bootstrap},  # type: ignore[arg-type]
+        topics={"normalized_spans": f"status.normalized.{suffix}"},  # type: ignore[arg-type]
+        sink={"consumer_group": f"status-sink-{suffix}"},  # type: ignore[arg-type]
+        processor={"stream": {"app_id": f"status-stream-{suffix}"}},  # type: ignore[arg-type]
+    )
+    topic = settings.topics.normalized_spans
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, 1)])[topic].result(30)
+    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": suffix})
+    producer.init_transactions(30)
+    for count, commit in ((50, True), (20, False)):
+        producer.begin_transaction()
+        for index in range(count):
+            producer.produce(topic, f"record {index}".encode())
+        if commit:
+            producer.commit_transaction(30)
+        else:
+            producer.flush(30)
+            producer.abort_transaction(30)
+    # The sink's group read the 50 committed records; the stream's group read 30 of them.
+    for group, offset in (
+        (settings.sink.consumer_group, 50),
+        (settings.processor.stream.app_id, 30),
+    ):
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+        consumer.commit(offsets=[TopicPartition(topic, 0, offset)], asynchronous=False)
+        consumer.close()
+
+    lags = {lag.stage: lag for lag in kafka_lag(settings)}
+
+    sink, aggregate = lags["sink"], lags["aggregate"]
+    assert sink.end_offsets == aggregate.end_offsets == 50 + 20 + 2  # two markers
+    assert (sink.committed, sink.unreadable, sink.lag) == (50, 22, 0)
+    assert (aggregate.committed, aggregate.unreadable, aggregate.lag) == (30, 0, 42)

@@ -186,6 +186,43 @@ def test_every_span_is_stored_exactly_once(
     assert rows[3] == len(spans)
 
 
+def test_offsets_of_markers_and_aborted_records_are_committed_once_idle(
+    migrated: Any, clickhouse_target: ClickHouseTarget, kafka_broker: BrokerState, tmp_path: Path
+) -> None:
+    """A normalizer killed mid-transaction leaves aborted records (and markers) that no
+    consumer receives; the caught-up sink still commits past them, so it shows no lag."""
+    settings = sink_settings(kafka_broker.bootstrap_servers, tmp_path)
+    topic = settings.topics.normalized_spans
+    spans = make_spans(300, seed=7)
+    produce_spans(kafka_broker.bootstrap_servers, topic, [])  # creates the topic
+    producer = Producer(
+        {"bootstrap.servers": kafka_broker.bootstrap_servers, "transactional.id": uuid.uuid4().hex}
+    )
+    producer.init_transactions(30)
+
+    def transaction(part: list[LlmSpan], commit: bool) -> None:
+        producer.begin_transaction()
+        for span in part:
+            producer.produce(topic, encode_span(span), key=span_key(span))
+        if commit:
+            producer.commit_transaction(30)
+        else:
+            producer.flush(30)
+            producer.abort_transaction(30)
+
+    with RunningSink(settings, clickhouse_target):
+        transaction(spans[:200], commit=True)
+        assert wait_for_rows(migrated, 200) == 200
+        transaction(spans[200:], commit=False)  # after the sink's last insert and commit
+        deadline = time.monotonic() + 30
+        while (lag := sink_lag(settings))[0] != lag[1] and time.monotonic() < deadline:
+            time.sleep(0.2)
+    end_offsets, committed = sink_lag(settings)
+    assert end_offsets > 300  # the records and the transactions' markers
+    assert committed == end_offsets
+    assert migrated.query("SELECT count() FROM llm_spans").result_rows[0][0] == 200
+
+
 def test_a_restarted_sink_resumes_after_what_clickhouse_holds(
     migrated: Any, clickhouse_target: ClickHouseTarget, kafka_broker: BrokerState, tmp_path: Path
 ) -> None:
