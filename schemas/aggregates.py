@@ -79,7 +79,19 @@ class Aggregate(msgspec.Struct, kw_only=True, omit_defaults=True):
 
     @property
     def group(self) -> tuple[str, ...]:
-        return tuple(getattr(self, name) for name in DIMENSION_SETS[self.dimension_set])
+        """The values of the set's dimensions (``DIMENSION_SETS``), in order; attributes read
+        directly: this runs for every partial the merge stage receives."""
+        if self.dimension_set == "user":
+            return (self.tenant, self.user_id)
+        return (
+            self.tenant,
+            self.service_name,
+            self.environment,
+            self.provider,
+            self.request_model,
+            self.operation,
+            self.prompt_template_version,
+        )
 
     @property
     def window_key(self) -> str:

@@ -193,7 +193,14 @@ class Accumulator:
         self.cache_write_tokens = 0
         self.reasoning_tokens = 0
         self.currency = "USD"
-        self.costs: dict[str, Decimal] = {"total": _ZERO, **dict.fromkeys(_COST_PARTS, _ZERO)}
+        self.costs: dict[str, Decimal] = {
+            "total": _ZERO,
+            "input": _ZERO,
+            "output": _ZERO,
+            "cache_read": _ZERO,
+            "cache_write": _ZERO,
+            "reasoning": _ZERO,
+        }
         # Created on first use: most windows of a high-cardinality group see few spans.
         self.latency: DDSketch | None = None
         self.ttft: DDSketch | None = None
@@ -259,6 +266,47 @@ class Accumulator:
             reasons[reason] = reasons.get(reason, 0) + count
         self.late_spans += other.late_spans
 
+    def merge_aggregate(self, aggregate: Aggregate) -> None:
+        """``merge(Accumulator.from_aggregate(aggregate))`` without building the accumulator:
+        the merge stage adds every partial it receives (most are per-user, without sketches)."""
+        self.requests += aggregate.requests
+        self.errors += aggregate.errors
+        self.unpriced_requests += aggregate.unpriced_requests
+        self.input_tokens += aggregate.input_tokens
+        self.output_tokens += aggregate.output_tokens
+        self.cache_read_tokens += aggregate.cache_read_tokens
+        self.cache_write_tokens += aggregate.cache_write_tokens
+        self.reasoning_tokens += aggregate.reasoning_tokens
+        if aggregate.requests > aggregate.unpriced_requests:
+            self.currency = aggregate.currency
+        costs = self.costs
+        for part, text in (
+            ("total", aggregate.cost_total),
+            ("input", aggregate.cost_input),
+            ("output", aggregate.cost_output),
+            ("cache_read", aggregate.cost_cache_read),
+            ("cache_write", aggregate.cost_cache_write),
+            ("reasoning", aggregate.cost_reasoning),
+        ):
+            if text != "0":
+                costs[part] += Decimal(text)
+        if aggregate.latency_sketch:
+            other = sketch_from_bytes(aggregate.latency_sketch)
+            if other.count:
+                if self.latency is None:
+                    self.latency = new_sketch()
+                self.latency.merge(other)
+        if aggregate.ttft_sketch:
+            other = sketch_from_bytes(aggregate.ttft_sketch)
+            if other.count:
+                if self.ttft is None:
+                    self.ttft = new_sketch()
+                self.ttft.merge(other)
+        reasons = self.finish_reasons
+        for reason, count in aggregate.finish_reasons.items():
+            reasons[reason] = reasons.get(reason, 0) + count
+        self.late_spans += aggregate.late_spans
+
     def to_aggregate(
         self,
         template: Aggregate,
@@ -271,6 +319,41 @@ class Accumulator:
         Partials skip the quantiles (only the merged aggregate is read by people).
         """
         costs = self.costs
+        if self.latency is None and self.ttft is None:
+            # No sketch (every per-user partial): the sketch and quantile fields keep their
+            # defaults, and a shorter call builds the record in about half the time.
+            return Aggregate(
+                dimension_set=template.dimension_set,
+                window_start=template.window_start,
+                window_seconds=template.window_seconds,
+                tenant=template.tenant,
+                service_name=template.service_name,
+                environment=template.environment,
+                provider=template.provider,
+                request_model=template.request_model,
+                operation=template.operation,
+                prompt_template_version=template.prompt_template_version,
+                user_id=template.user_id,
+                requests=self.requests,
+                errors=self.errors,
+                unpriced_requests=self.unpriced_requests,
+                input_tokens=self.input_tokens,
+                output_tokens=self.output_tokens,
+                cache_read_tokens=self.cache_read_tokens,
+                cache_write_tokens=self.cache_write_tokens,
+                reasoning_tokens=self.reasoning_tokens,
+                currency=self.currency,
+                cost_total=_decimal_text(costs["total"]),
+                cost_input=_decimal_text(costs["input"]),
+                cost_output=_decimal_text(costs["output"]),
+                cost_cache_read=_decimal_text(costs["cache_read"]),
+                cost_cache_write=_decimal_text(costs["cache_write"]),
+                cost_reasoning=_decimal_text(costs["reasoning"]),
+                finish_reasons=dict(self.finish_reasons),
+                late_spans=self.late_spans,
+                version=version,
+                source_partition=source_partition,
+            )
         latency = [0.0] * 3
         if with_quantiles and self.latency is not None:
             latency = quantiles(self.latency, (0.5, 0.95, 0.99))
@@ -331,12 +414,12 @@ class Accumulator:
         accumulator.reasoning_tokens = aggregate.reasoning_tokens
         accumulator.currency = aggregate.currency
         accumulator.costs = {
-            "total": Decimal(aggregate.cost_total),
-            "input": Decimal(aggregate.cost_input),
-            "output": Decimal(aggregate.cost_output),
-            "cache_read": Decimal(aggregate.cost_cache_read),
-            "cache_write": Decimal(aggregate.cost_cache_write),
-            "reasoning": Decimal(aggregate.cost_reasoning),
+            "total": _decimal(aggregate.cost_total),
+            "input": _decimal(aggregate.cost_input),
+            "output": _decimal(aggregate.cost_output),
+            "cache_read": _decimal(aggregate.cost_cache_read),
+            "cache_write": _decimal(aggregate.cost_cache_write),
+            "reasoning": _decimal(aggregate.cost_reasoning),
         }
         if aggregate.latency_sketch:
             accumulator.latency = sketch_from_bytes(aggregate.latency_sketch)
@@ -345,6 +428,10 @@ class Accumulator:
         accumulator.finish_reasons = dict(aggregate.finish_reasons)
         accumulator.late_spans = aggregate.late_spans
         return accumulator
+
+
+def _decimal(text: str) -> Decimal:
+    return _ZERO if text == "0" else Decimal(text)
 
 
 def _decimal_text(amount: Decimal) -> str:

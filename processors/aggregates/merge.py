@@ -128,6 +128,6 @@ def merge_partials(partials: list[Aggregate]) -> Aggregate:
         return msgspec.structs.replace(only, source_partition=-1)
     total = Accumulator(keeps_sketches=partials[0].dimension_set != "user")
     for partial in partials:
-        total.merge(Accumulator.from_aggregate(partial))
+        total.merge_aggregate(partial)
     version = sum(partial.version for partial in partials)
     return total.to_aggregate(partials[0], version=version, source_partition=-1)

@@ -62,6 +62,7 @@ class _Partial:
     offset: int  # highest source offset included (-1: none yet)
     record: Aggregate | None = None  # as last stored
     encoded: bytes = b""  # ``record`` encoded: unchanged members of a bucket are not re-encoded
+    bucket: str = ""  # ``bucket_of`` its key, computed once
 
 
 def bucket_of(key: str) -> str:
@@ -217,7 +218,7 @@ class WindowedAggregator:
             )
             partial.record = aggregate
             partial.encoded = encode_aggregate(aggregate)
-            dirty_buckets.add(bucket_of(key))
+            dirty_buckets.add(partial.bucket)
             result.changed.append(aggregate)
             result.changed_encoded.append(partial.encoded)
         for bucket in dirty_buckets:
@@ -253,6 +254,7 @@ class WindowedAggregator:
             if partial is not None:
                 return partial
         partial = _Partial(template, Accumulator(template.dimension_set != "user"), -1)
+        partial.bucket = bucket
         self._partials[key] = partial
         self._buckets[bucket].add(key)
         return partial
@@ -269,6 +271,7 @@ class WindowedAggregator:
                 aggregate.version - 1,
                 aggregate,
                 encode_aggregate(aggregate),
+                bucket,
             )
             members.add(key)
         self._buckets[bucket] = members

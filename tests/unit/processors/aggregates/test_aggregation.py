@@ -21,6 +21,7 @@ from llmtap.processors.aggregates.accumulator import (
 from llmtap.processors.aggregates.merge import PartialMerger, merge_partials
 from llmtap.processors.aggregates.windows import WindowConfig, WindowedAggregator, window_start_of
 from llmtap.schemas.aggregates import (
+    DIMENSION_SETS,
     Aggregate,
     decode_aggregate,
     decode_aggregates,
@@ -272,3 +273,50 @@ def test_joined_records_decode_like_one_encoded_list(count: int) -> None:
     joined = join_encoded_aggregates([encode_aggregate(record) for record in records])
     assert joined == encode_aggregates(records)
     assert decode_aggregates(joined) == records
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(min_value=0, max_value=10_000),
+    st.lists(st.integers(min_value=0, max_value=30), min_size=1, max_size=6),
+    st.booleans(),
+    st.booleans(),
+)
+def test_adding_records_equals_merging_their_accumulators(
+    seed: int, sizes: list[int], user: bool, with_ttft: bool
+) -> None:
+    """The merge stage adds partial records directly (``merge_aggregate``); the result must be
+    what decoding each into an accumulator and merging gives, sketches and money included."""
+    rng = random.Random(seed)
+    template = Aggregate(
+        dimension_set="user" if user else "model",
+        window_start=NOW - NOW % 60,
+        window_seconds=60,
+        tenant="t",
+        user_id="alice" if user else "",
+    )
+    records = []
+    for index, size in enumerate(sizes):
+        part = Accumulator(keeps_sketches=not user)
+        for _ in range(size):
+            ttft = rng.uniform(10, 900) if with_ttft and rng.random() < 0.7 else None
+            part.add_span(make_span(rng, NOW, time_to_first_token_ms=ttft))
+        part.late_spans = rng.randint(0, 2)
+        record = part.to_aggregate(template, version=size + 1, source_partition=index)
+        records.append(decode_aggregate(encode_aggregate(record)))
+    added, merged = Accumulator(not user), Accumulator(not user)
+    for record in records:
+        added.merge_aggregate(record)
+        merged.merge(Accumulator.from_aggregate(record))
+    assert added.to_aggregate(template, 1, -1) == merged.to_aggregate(template, 1, -1)
+
+
+def test_group_lists_the_dimensions_of_its_set() -> None:
+    record = Aggregate(
+        window_start=0,
+        window_seconds=60,
+        **{name: f"value of {name}" for name in DIMENSION_SETS["model"] + ("user_id",)},
+    )
+    for dimension_set, names in DIMENSION_SETS.items():
+        record.dimension_set = dimension_set
+        assert record.group == tuple(getattr(record, name) for name in names)
