@@ -3,15 +3,18 @@
 Why: the sink must not be what limits the pipeline (targets: at least 0.8x the rows/s of raw
 clickhouse-connect inserts of the same rows, and 80,000 spans/s on 2 cores), and dashboards must
 stay fast as data grows (cost per model per minute and p95 latency per model over 10M spans in
-under 300 ms). Reported as medians over repeats, with the raw-insert baseline measured in the same
+under 300 ms: the shipped Grafana panels' own queries are timed, and scans of ``llm_spans`` for
+reference). Reported as medians over repeats, with the raw-insert baseline measured in the same
 run on the same engine.
 
     .venv/bin/python bench/sink.py [--spans 300000] [--repeats 3] [--dashboard-rows 10000000]
+    .venv/bin/python bench/sink.py --dashboard-only      # the dashboard queries alone (~1 min)
 """
 
 from __future__ import annotations
 
 import argparse
+import calendar
 import gc
 import json
 import statistics
@@ -89,15 +92,28 @@ def sink_run(
     return elapsed, cpu
 
 
+_DAY_START, _DAY_END = "2026-11-20 00:00:00", "2026-11-21 00:00:00"
+
+
 def dashboard_latency(client: Any, rows: int, repeats: int) -> dict[str, float]:
+    """The dashboards' queries over ``rows`` stored spans (about a day of them).
+
+    The shipped Grafana panels are run as Grafana sends them (macros expanded as the plugin
+    does, every variable on "All", 24 h, 60-s interval). Cost panels read the stream's
+    ``llm_aggregates``; here they hold what the stream writes for the same spans (1-minute and
+    1-hour windows, each window stored in two versions as the stream re-emits it, the newer
+    one current), made in SQL from the stored spans: running the processors over 10M spans
+    takes longer than the rest of the bench. Their totals are checked against the spans.
+    """
     client.command("TRUNCATE TABLE llm_spans")
+    client.command("TRUNCATE TABLE llm_aggregates")
     print(f"generating {rows:,} spans in ClickHouse for the dashboard queries ...")
     client.command(
         f"""INSERT INTO llm_spans (timestamp, end_timestamp, duration_ms, trace_id, span_id, service_name,
             span_type, provider, request_model, input_tokens, output_tokens, priced, cost_total, tenant,
             kafka_topic, kafka_partition, kafka_offset)
-        SELECT toDateTime64('2026-11-20 00:00:00', 9) + toIntervalMillisecond(number * 8),
-               toDateTime64('2026-11-20 00:00:00', 9) + toIntervalMillisecond(number * 8 + 900),
+        SELECT toDateTime64('{_DAY_START}', 9) + toIntervalMillisecond(number * 8),
+               toDateTime64('{_DAY_START}', 9) + toIntervalMillisecond(number * 8 + 900),
                200 + (cityHash64(number) % 3000), hex(cityHash64(number, 1)), hex(cityHash64(number, 2)),
                ['support-bot', 'search', 'agent'][number % 3 + 1], 'llm', 'openai',
                ['gpt-4o', 'gpt-4o-mini', 'claude-sonnet-4', 'gemini-2.5-flash'][number % 4 + 1],
@@ -105,20 +121,47 @@ def dashboard_latency(client: Any, rows: int, repeats: int) -> dict[str, float]:
                'default', 'bench', 0, number
         FROM numbers({rows})"""
     )
+    for version, share in ((1, "intDiv(count(), 2)"), (2, "count()")):
+        for window in (60, 3600):
+            client.command(
+                f"""INSERT INTO llm_aggregates (window_start, window_seconds, tenant, service_name,
+                    environment, provider, request_model, operation, prompt_template_version,
+                    requests, input_tokens, output_tokens, cost_total, version)
+                SELECT toStartOfInterval(toDateTime(timestamp), toIntervalSecond({window})), {window},
+                    tenant, service_name, '', provider, request_model, '', '',
+                    {share}, sum(input_tokens), sum(output_tokens),
+                    {"sum(cost_total)" if version == 2 else "0"}, {version}
+                FROM llm_spans GROUP BY 1, tenant, service_name, provider, request_model"""
+            )
     # Measure settled data, as a dashboard sees it in steady state: background merges done.
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if not client.query("SELECT count() FROM system.merges").result_rows[0][0]:
             break
         time.sleep(0.5)
+    in_day = f"timestamp >= toDateTime64('{_DAY_START}', 9) AND timestamp < toDateTime64('{_DAY_END}', 9)"
     queries = {
-        "cost per model per minute, last 24 h": """SELECT toStartOfMinute(timestamp) AS minute, request_model,
-            sum(cost_total) FROM llm_spans WHERE timestamp >= toDateTime64('2026-11-20 00:00:00', 9)
-            AND timestamp < toDateTime64('2026-11-21 00:00:00', 9) GROUP BY minute, request_model
-            ORDER BY minute""",
-        "p95 latency per model": """SELECT request_model, quantile(0.95)(duration_ms) FROM llm_spans
-            GROUP BY request_model""",
+        "Grafana cost: cost per minute by model": grafana_panel("cost", "Cost per minute by model"),
+        "Grafana cost: total cost": grafana_panel("cost", "Total cost"),
+        "Grafana quality: p95 latency": grafana_panel("quality-risk", "p95 latency"),
+        "Grafana quality: latency p50 / p95 over time": grafana_panel(
+            "quality-risk", "LLM latency p50 / p95"
+        ),
+        "spans scan: cost per model per minute": f"""SELECT toStartOfMinute(timestamp) AS minute,
+            request_model, sum(cost_total) FROM llm_spans WHERE {in_day}
+            GROUP BY minute, request_model ORDER BY minute""",
+        "spans scan: p95 latency per model": """SELECT request_model, quantile(0.95)(duration_ms)
+            FROM llm_spans GROUP BY request_model""",
     }
+    from_spans = client.query(f"SELECT sum(cost_total) FROM llm_spans WHERE {in_day}")
+    from_aggregates = client.query(
+        "SELECT sum(cost_total) FROM llm_aggregates FINAL WHERE window_seconds = 60"
+    )
+    if from_spans.result_rows != from_aggregates.result_rows:
+        raise SystemExit(
+            f"llm_aggregates ({from_aggregates.result_rows}) do not add up to the spans "
+            f"({from_spans.result_rows})"
+        )
     results = {}
     for name, sql in queries.items():
         timings = []
@@ -127,7 +170,21 @@ def dashboard_latency(client: Any, rows: int, repeats: int) -> dict[str, float]:
             client.query(sql)
             timings.append((time.perf_counter() - started) * 1000)
         results[name] = statistics.median(timings[1:])  # the first run warms the caches
+        print(
+            f"{name:<48}{results[name]:>8.0f} ms  (runs: {', '.join(f'{t:.0f}' for t in timings[1:])})"
+        )
     return results
+
+
+def grafana_panel(dashboard: str, title: str) -> str:
+    """A shipped panel's first query as Grafana sends it: every variable on "All", 24 h."""
+    from tests.integration.test_grafana_dashboards import ALL, DASHBOARDS, expand
+
+    board = json.loads((DASHBOARDS / f"{dashboard}.json").read_text(encoding="utf-8"))
+    (panel,) = [panel for panel in board["panels"] if panel["title"] == title]
+    start = calendar.timegm(time.strptime(_DAY_START, "%Y-%m-%d %H:%M:%S"))
+    variables = {"service": ALL, "tenant": ALL, "model": ALL}
+    return expand(panel["targets"][0]["rawSql"], variables, start, start + 86_400 - 1)
 
 
 def main() -> None:
@@ -138,7 +195,20 @@ def main() -> None:
     parser.add_argument("--spans", type=int, default=300_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dashboard-rows", type=int, default=10_000_000)
+    parser.add_argument(
+        "--dashboard-only", action="store_true", help="only the dashboard queries (no Kafka)"
+    )
     args = parser.parse_args()
+    if args.dashboard_only:
+        with tempfile.TemporaryDirectory(prefix="llmtap-bench-dashboard-") as temporary:
+            target = ClickHouseTarget(kind="chdb", path=temporary, database="bench")
+            client = open_target(target)
+            try:
+                Migrator(client, "bench").apply()
+                dashboard_latency(client, args.dashboard_rows, args.repeats)
+            finally:
+                client.close()
+        return
 
     spans = make_spans(args.spans, seed=5)
     # The bench's own objects are not the sink's: a sink process holds none of them, so the
