@@ -469,7 +469,11 @@ def reprice(state: CliState, since: Any, dry_run: bool) -> None:
         f"{report.spans} spans over {report.days} days re-priced to {prices.version}: "
         f"total cost {report.cost_before} -> {report.cost_after} "
         f"({report.newly_priced} newly priced, {report.newly_unpriced} newly unpriced)"
-        + (" [dry run: nothing written]" if dry_run else "")
+        + (
+            " [dry run: nothing written]"
+            if dry_run
+            else f"; {report.windows} aggregate windows corrected"
+        )
     )
 
 

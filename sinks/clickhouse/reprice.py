@@ -6,6 +6,10 @@ prices them again with the current table, and writes them back as newer versions
 ``llm_spans`` is a ReplacingMergeTree on the span's identity, so the new row replaces the old one.
 Each day touched is then merged (``OPTIMIZE ... FINAL``) so that plain queries, not only ``FINAL``
 ones, see one row per span.
+
+The stream's windowed aggregates (``llm_aggregates``, ``llm_user_aggregates``), which the cost
+dashboards read, are corrected too: each stored window that holds a re-priced span gets the
+difference between the span's new cost and its old one, in a newer version of its row.
 """
 
 from __future__ import annotations
@@ -22,6 +26,24 @@ from llmtap.schemas.llm_span import TokenUsage
 _BATCH_ROWS = 20_000
 
 
+_PARTS = ("total", "input", "output", "cache_read", "cache_write", "reasoning")
+# The stream's group of a span (processors/aggregates/windows.py: group_of), as stored columns.
+_MODEL_GROUP = (
+    "tenant",
+    "service_name",
+    "environment",
+    "provider",
+    "request_model",
+    "operation",
+    "prompt_template_version",
+)
+
+
+# Windows that may hold a span of the day: those starting that day, and any of a length that
+# does not divide a day starting the day before.
+_NEAR_DAY = "toDate(window_start) BETWEEN {day:Date} - 1 AND {day:Date}"
+
+
 @dataclass(frozen=True)
 class RepriceReport:
     spans: int
@@ -30,6 +52,7 @@ class RepriceReport:
     cost_after: str
     newly_priced: int
     newly_unpriced: int
+    windows: int = 0  # aggregate rows corrected (llm_aggregates and llm_user_aggregates)
 
 
 def reprice(
@@ -57,7 +80,7 @@ def reprice(
             parameters=parameters,
         ).result_rows
     ]
-    total = newly_priced = newly_unpriced = 0
+    total = newly_priced = newly_unpriced = windows = 0
     before_sum = Decimal(0)
     after_sum = Decimal(0)
     for day in days:
@@ -68,16 +91,23 @@ def reprice(
         columns = list(result.column_names)
         index = {name: position for position, name in enumerate(columns)}
         rows = [list(row) for row in result.result_rows]
+        corrections = _WindowCorrections(client, day)
         for row in rows:
-            before = row[index["cost_total"]]
+            before = [Decimal(row[index[f"cost_{part}"]] or 0) for part in _PARTS]
             was_priced = bool(row[index["priced"]])
             _apply_price(row, index, prices)
-            after = row[index["cost_total"]]
-            before_sum += Decimal(before or 0)
-            after_sum += Decimal(after or 0)
+            after = [Decimal(row[index[f"cost_{part}"]] or 0) for part in _PARTS]
+            before_sum += before[0]
+            after_sum += after[0]
             is_priced = bool(row[index["priced"]])
             newly_priced += int(is_priced and not was_priced)
             newly_unpriced += int(was_priced and not is_priced)
+            corrections.add(
+                row,
+                index,
+                [b - a for a, b in zip(before, after, strict=True)],
+                int(was_priced) - int(is_priced),
+            )
         total += len(rows)
         progress(f"{day}: {len(rows)} spans re-priced{' (dry run)' if dry_run else ''}")
         if dry_run or not rows:
@@ -92,6 +122,7 @@ def reprice(
         client.command(
             "OPTIMIZE TABLE llm_spans PARTITION {day:Date} FINAL", parameters={"day": day}
         )
+        windows += corrections.write()
     return RepriceReport(
         spans=total,
         days=len(days),
@@ -99,7 +130,129 @@ def reprice(
         cost_after=str(after_sum),
         newly_priced=newly_priced,
         newly_unpriced=newly_unpriced,
+        windows=windows,
     )
+
+
+class _WindowCorrections:
+    """What re-pricing one day's spans changes in the stored windows that hold them.
+
+    Each window gets the sum of its spans' cost differences (new minus old, per part) and the
+    change in its unpriced count, written as a newer version of its row. A late span (counted by
+    the stream but not merged into its window) is corrected like the others: its cost difference
+    joins the window it belongs to.
+    """
+
+    def __init__(self, client: Any, day: date) -> None:
+        self._client = client
+        self._day = day
+        self._lengths = {
+            table: [
+                int(row[0])
+                for row in client.query(
+                    f"SELECT DISTINCT window_seconds FROM {table} "  # noqa: S608 (constant)
+                    f"WHERE {_NEAR_DAY}",
+                    parameters={"day": day},
+                ).result_rows
+            ]
+            for table in ("llm_aggregates", "llm_user_aggregates")
+        }
+        self._model: dict[tuple[Any, ...], tuple[list[Decimal], int]] = {}
+        self._user: dict[tuple[Any, ...], tuple[list[Decimal], int]] = {}
+
+    def add(
+        self, row: list[Any], index: dict[str, int], cost: list[Decimal], unpriced: int
+    ) -> None:
+        if not unpriced and not any(cost):
+            return
+        start = _epoch_seconds(row[index["timestamp"]])
+        values = {name: row[index[name]] or "" for name in _MODEL_GROUP}
+        values["request_model"] = values["request_model"] or row[index["response_model"]] or ""
+        group = tuple(values[name] for name in _MODEL_GROUP)
+        for length in self._lengths["llm_aggregates"]:
+            _accumulate(self._model, (length, start - start % length, *group), cost, unpriced)
+        user_id = row[index["user_id"]]
+        if user_id:
+            for length in self._lengths["llm_user_aggregates"]:
+                key = (length, start - start % length, values["tenant"], user_id)
+                _accumulate(self._user, key, cost, unpriced)
+
+    def write(self) -> int:
+        """Insert the corrected versions of the windows that changed; how many."""
+        written = self._write("llm_aggregates", _MODEL_GROUP, self._model, _PARTS)
+        written += self._write("llm_user_aggregates", ("tenant", "user_id"), self._user, ("total",))
+        return written
+
+    def _write(
+        self,
+        table: str,
+        group: tuple[str, ...],
+        changes: dict[tuple[Any, ...], tuple[list[Decimal], int]],
+        parts: tuple[str, ...],
+    ) -> int:
+        if not changes:
+            return 0
+        result = self._client.query(
+            f"SELECT *, toUnixTimestamp(window_start) AS window_start_epoch "  # noqa: S608
+            f"FROM {table} FINAL WHERE {_NEAR_DAY}",
+            parameters={"day": self._day},
+        )
+        columns = list(result.column_names)[:-1]
+        index = {name: position for position, name in enumerate(columns)}
+        corrected = []
+        for stored in result.result_rows:
+            key = (
+                int(stored[index["window_seconds"]]),
+                int(stored[-1]),
+                *(stored[index[name]] for name in group),
+            )
+            change = changes.get(key)
+            if change is None:
+                continue
+            cost, unpriced = change
+            row = list(stored[:-1])
+            for part, difference in zip(_PARTS, cost, strict=True):
+                if part in parts:
+                    column = index[f"cost_{part}"]
+                    row[column] = Decimal(row[column] or 0) + difference
+            row[index["unpriced_requests"]] = max(
+                0, int(row[index["unpriced_requests"]]) + unpriced
+            )
+            row[index["version"]] = int(row[index["version"]]) + 1
+            row[index["ingested_at"]] = datetime.now(tz=UTC)
+            corrected.append(row)
+        for start in range(0, len(corrected), _BATCH_ROWS):
+            self._client.insert(
+                table,
+                corrected[start : start + _BATCH_ROWS],
+                column_names=columns,
+                settings={"async_insert": 0},
+            )
+        return len(corrected)
+
+
+def _accumulate(
+    changes: dict[tuple[Any, ...], tuple[list[Decimal], int]],
+    key: tuple[Any, ...],
+    cost: list[Decimal],
+    unpriced: int,
+) -> None:
+    current = changes.get(key)
+    if current is None:
+        changes[key] = (list(cost), unpriced)
+    else:
+        changes[key] = (
+            [a + b for a, b in zip(current[0], cost, strict=True)],
+            current[1] + unpriced,
+        )
+
+
+def _epoch_seconds(value: Any) -> int:
+    """A stored DateTime64 as Unix seconds (clickhouse-connect returns naive UTC datetimes)."""
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        return int(moment.timestamp())
+    return int(value) // 1_000_000_000
 
 
 def _apply_price(row: list[Any], index: dict[str, int], prices: PriceTable) -> None:

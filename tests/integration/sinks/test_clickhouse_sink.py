@@ -511,9 +511,12 @@ def test_reprice_corrects_the_cost_of_stored_spans(
 
     settings = sink_settings(kafka_broker.bootstrap_servers, tmp_path)
     spans = make_spans(40, seed=6)  # priced as "test" with a made-up cost
+    for index, span in enumerate(spans):
+        span.user_id = f"user-{index % 4}" if index % 5 else None
     with RunningSink(settings, clickhouse_target):
         produce_spans(kafka_broker.bootstrap_servers, settings.topics.normalized_spans, spans)
         assert wait_for_rows(migrated, 40) == 40
+    store_aggregates_as_the_stream_does(migrated, spans)
     prices = PriceTable.load()
     report = reprice(migrated, prices)
     assert report.spans == 40
@@ -527,4 +530,44 @@ def test_reprice_corrects_the_cost_of_stored_spans(
     # gpt-4o-mini: input 0.15 / output 0.60 per 1M tokens
     expected = sum((span.usage.input or 0) * 15 + (span.usage.output or 0) * 60 for span in spans)
     assert str(rows[3]) == f"{expected / 10**8:.12f}"
+    # The stream's windows, which the cost dashboards read, now hold the new cost too.
+    assert report.windows > 0
+    for table, group in (
+        ("llm_aggregates", "service_name"),
+        ("llm_user_aggregates", "user_id"),
+    ):
+        for window_seconds in (60, 3600) if table == "llm_aggregates" else (60,):
+            windows = migrated.query(
+                f"SELECT toUnixTimestamp(window_start), toString({group}), cost_total, "  # noqa: S608
+                f"unpriced_requests FROM {table} FINAL WHERE window_seconds = {window_seconds} "
+                "ORDER BY 1, 2"
+            ).result_rows
+            from_spans = migrated.query(
+                f"SELECT toUnixTimestamp(toStartOfInterval(timestamp, "  # noqa: S608
+                f"toIntervalSecond({window_seconds}))) AS w, toString({group}) AS g, "
+                "sum(cost_total), countIf(priced = 0) FROM llm_spans FINAL "
+                f"WHERE g != '' GROUP BY w, g ORDER BY w, g"
+            ).result_rows
+            assert windows == from_spans, (table, window_seconds)
     assert reprice(migrated, prices).spans == 0, "nothing left to re-price"
+
+
+def store_aggregates_as_the_stream_does(client: Any, spans: list[LlmSpan]) -> None:
+    """The stream's windows of ``spans`` (its own aggregation code), stored as the derived
+    sink stores them."""
+    from llmtap.processors.aggregates.merge import PartialMerger
+    from llmtap.processors.aggregates.windows import WindowConfig, WindowedAggregator
+    from llmtap.schemas.aggregates import encode_aggregates
+    from llmtap.sinks.clickhouse.derived import TABLES, aggregate_rows
+
+    aggregator = WindowedAggregator(WindowConfig(grace_seconds=86_400), {})
+    now = time.time()
+    changed = aggregator.process(
+        [(0, offset, span) for offset, span in enumerate(spans)], now
+    ).changed
+    merged = PartialMerger({}).process(changed, now)
+    by_table: dict[str, list[Any]] = {}
+    for table, row in aggregate_rows(encode_aggregates(merged)):
+        by_table.setdefault(table, []).append(row)
+    for table, rows in by_table.items():
+        client.insert(table, rows, column_names=list(TABLES[table].columns))
