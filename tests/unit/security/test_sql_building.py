@@ -42,7 +42,10 @@ REVIEWED: dict[str, dict[str, str]] = {
         "in_range": "constant text",
         "conditions": "constant text, plus a constant clause",
     },
-    "sinks/clickhouse/reprice.py": {"where": "constant clauses; values are parameters"},
+    "sinks/clickhouse/reprice.py": {
+        "where": "constant clauses; values are parameters",
+        "table": "_WindowCorrections._write: llm_aggregates or llm_user_aggregates, constants",
+    },
     "sinks/clickhouse/span_json.py": {
         "table": "the caller's constant table name (SPANS_TABLE)",
         "', '.join(SPAN_COLUMNS)": "the table's constant column names",
