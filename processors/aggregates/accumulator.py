@@ -319,48 +319,7 @@ class Accumulator:
         Partials skip the quantiles (only the merged aggregate is read by people).
         """
         costs = self.costs
-        if self.latency is None and self.ttft is None:
-            # No sketch (every per-user partial): the sketch and quantile fields keep their
-            # defaults, and a shorter call builds the record in about half the time.
-            return Aggregate(
-                dimension_set=template.dimension_set,
-                window_start=template.window_start,
-                window_seconds=template.window_seconds,
-                tenant=template.tenant,
-                service_name=template.service_name,
-                environment=template.environment,
-                provider=template.provider,
-                request_model=template.request_model,
-                operation=template.operation,
-                prompt_template_version=template.prompt_template_version,
-                user_id=template.user_id,
-                requests=self.requests,
-                errors=self.errors,
-                unpriced_requests=self.unpriced_requests,
-                input_tokens=self.input_tokens,
-                output_tokens=self.output_tokens,
-                cache_read_tokens=self.cache_read_tokens,
-                cache_write_tokens=self.cache_write_tokens,
-                reasoning_tokens=self.reasoning_tokens,
-                currency=self.currency,
-                cost_total=_decimal_text(costs["total"]),
-                cost_input=_decimal_text(costs["input"]),
-                cost_output=_decimal_text(costs["output"]),
-                cost_cache_read=_decimal_text(costs["cache_read"]),
-                cost_cache_write=_decimal_text(costs["cache_write"]),
-                cost_reasoning=_decimal_text(costs["reasoning"]),
-                finish_reasons=dict(self.finish_reasons),
-                late_spans=self.late_spans,
-                version=version,
-                source_partition=source_partition,
-            )
-        latency = [0.0] * 3
-        if with_quantiles and self.latency is not None:
-            latency = quantiles(self.latency, (0.5, 0.95, 0.99))
-        ttft = [0.0] * 2
-        if with_quantiles and self.ttft is not None:
-            ttft = quantiles(self.ttft, (0.5, 0.95))
-        return Aggregate(
+        record = Aggregate(
             dimension_set=template.dimension_set,
             window_start=template.window_start,
             window_seconds=template.window_seconds,
@@ -387,19 +346,26 @@ class Accumulator:
             cost_cache_read=_decimal_text(costs["cache_read"]),
             cost_cache_write=_decimal_text(costs["cache_write"]),
             cost_reasoning=_decimal_text(costs["reasoning"]),
-            latency_sketch=sketch_to_bytes(self.latency) if self.latency is not None else b"",
-            latency_p50_ms=latency[0],
-            latency_p95_ms=latency[1],
-            latency_p99_ms=latency[2],
-            ttft_count=int(self.ttft.count) if self.ttft is not None else 0,
-            ttft_sketch=sketch_to_bytes(self.ttft) if self.ttft is not None else b"",
-            ttft_p50_ms=ttft[0],
-            ttft_p95_ms=ttft[1],
             finish_reasons=dict(self.finish_reasons),
             late_spans=self.late_spans,
             version=version,
             source_partition=source_partition,
         )
+        # Sketch and quantile fields are set only where there is a sketch (no per-user
+        # partial has one): the others keep their defaults, and the call above stays short.
+        if self.latency is not None:
+            record.latency_sketch = sketch_to_bytes(self.latency)
+            if with_quantiles:
+                quantile_values = quantiles(self.latency, (0.5, 0.95, 0.99))
+                record.latency_p50_ms, record.latency_p95_ms, record.latency_p99_ms = (
+                    quantile_values
+                )
+        if self.ttft is not None:
+            record.ttft_count = int(self.ttft.count)
+            record.ttft_sketch = sketch_to_bytes(self.ttft)
+            if with_quantiles:
+                record.ttft_p50_ms, record.ttft_p95_ms = quantiles(self.ttft, (0.5, 0.95))
+        return record
 
     @classmethod
     def from_aggregate(cls, aggregate: Aggregate) -> Accumulator:

@@ -21,22 +21,13 @@ from decimal import Decimal
 from typing import Any
 
 from llmtap.processors.pricing import PriceTable
+from llmtap.schemas.aggregates import MODEL_DIMENSIONS, USER_DIMENSIONS
 from llmtap.schemas.llm_span import TokenUsage
 
 _BATCH_ROWS = 20_000
 
 
 _PARTS = ("total", "input", "output", "cache_read", "cache_write", "reasoning")
-# The stream's group of a span (processors/aggregates/windows.py: group_of), as stored columns.
-_MODEL_GROUP = (
-    "tenant",
-    "service_name",
-    "environment",
-    "provider",
-    "request_model",
-    "operation",
-    "prompt_template_version",
-)
 
 
 # Windows that may hold a span of the day: those starting that day, and any of a length that
@@ -166,9 +157,9 @@ class _WindowCorrections:
         if not unpriced and not any(cost):
             return
         start = _epoch_seconds(row[index["timestamp"]])
-        values = {name: row[index[name]] or "" for name in _MODEL_GROUP}
+        values = {name: row[index[name]] or "" for name in MODEL_DIMENSIONS}
         values["request_model"] = values["request_model"] or row[index["response_model"]] or ""
-        group = tuple(values[name] for name in _MODEL_GROUP)
+        group = tuple(values[name] for name in MODEL_DIMENSIONS)
         for length in self._lengths["llm_aggregates"]:
             _accumulate(self._model, (length, start - start % length, *group), cost, unpriced)
         user_id = row[index["user_id"]]
@@ -179,8 +170,8 @@ class _WindowCorrections:
 
     def write(self) -> int:
         """Insert the corrected versions of the windows that changed; how many."""
-        written = self._write("llm_aggregates", _MODEL_GROUP, self._model, _PARTS)
-        written += self._write("llm_user_aggregates", ("tenant", "user_id"), self._user, ("total",))
+        written = self._write("llm_aggregates", MODEL_DIMENSIONS, self._model, _PARTS)
+        written += self._write("llm_user_aggregates", USER_DIMENSIONS, self._user, ("total",))
         return written
 
     def _write(

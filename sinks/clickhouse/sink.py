@@ -188,7 +188,6 @@ class ClickHouseSink:
         if now < self._next_skip_commit:
             return
         self._next_skip_commit = now + self._config.flush_interval_seconds
-        self._writes.finish()
         ahead = [
             TopicPartition(self._topic, tp.partition, tp.offset)
             for tp in consumer.position(list(consumer.assignment()))
