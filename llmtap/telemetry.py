@@ -80,14 +80,19 @@ class ComponentTelemetry:
             registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         ).labels(component)
+        # Bound once: ``labels()`` takes a lock and hashes the label values on every call, and
+        # these three are counted per span.
+        self._received = self._received_events.labels(component)
+        self._received_size = self._received_bytes.labels(component)
+        self._sent = self._sent_events.labels(component)
 
     def received(self, events: int, size_bytes: int = 0) -> None:
-        self._received_events.labels(self.component).inc(events)
+        self._received.inc(events)
         if size_bytes:
-            self._received_bytes.labels(self.component).inc(size_bytes)
+            self._received_size.inc(size_bytes)
 
     def sent(self, events: int) -> None:
-        self._sent_events.labels(self.component).inc(events)
+        self._sent.inc(events)
 
     def discarded(self, events: int, reason: str) -> None:
         self._discarded_events.labels(self.component, reason).inc(events)
