@@ -2,15 +2,16 @@
 
 Data path (every topic keyed so that the state a record touches lives on one worker)::
 
-    normalized spans ──aggregate──▶ aggregate partials ──merge──▶ aggregates ──evaluate──▶ alerts
-      (by trace id)    per source     (by window+group)   per      (1 partition)  rules    (1 part.)
-                       partition                          window                     │
+    aggregate inputs ──aggregate──▶ aggregate partials ──merge──▶ aggregates ──evaluate──▶ alerts
+    (LLM calls, many   per source     (by window+group)   per      (1 partition)  rules    (1 part.)
+     per message)      partition                          window                     │
                                                        (delivery stage) deliver ◀──────┘ webhooks
 
-* ``aggregate`` takes batches (``stream.take_events``) and keeps one partial per source
-  partition and window in the ``aggregate-windows`` table. Each partial holds the highest
-  source offset it includes, so a batch read again after a crash is skipped exactly where it
-  was already counted.
+* ``aggregate`` takes batches (``stream.take_events``) of the messages the normalizer writes
+  to the aggregate inputs topic (up to 1,000 LLM calls each: faust's per-message cost is paid
+  per message, not per span) and keeps one partial per source partition and window in the
+  ``aggregate-windows`` table. Each partial holds the highest source offset it includes, so a
+  batch read again after a crash is skipped exactly where it was already counted.
 * ``merge`` replaces each partition's partial by its newest version and emits the sum: a
   duplicate or reordered partial changes nothing.
 * ``evaluate`` feeds the alert evaluator (state in the ``alert-state`` table) and a timer
@@ -38,10 +39,10 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from llmtap.heartbeat import Heartbeat
 from llmtap.kafka import ensure_topics, partition_count, resolve_bootstrap_servers
-from llmtap.processors.aggregates.accumulator import AggregateSpan, decode_aggregate_span
 from llmtap.processors.aggregates.merge import PartialMerger
 from llmtap.processors.aggregates.windows import WindowConfig, WindowedAggregator
 from llmtap.processors.stream.table_store import FaustTableStore
+from llmtap.schemas.aggregate_inputs import AggregateSpan, decode_aggregate_inputs
 from llmtap.schemas.aggregates import (
     decode_aggregates,
     encode_aggregates,
@@ -51,12 +52,12 @@ from llmtap.schemas.aggregates import (
 from llmtap.schemas.drift import decode_drift_result
 from llmtap.schemas.scores import decode_score
 from llmtap.schemas.topics import (
+    aggregate_inputs_topic,
     aggregate_partials_topic,
     aggregates_topic,
     alert_signals_topic,
     alerts_topic,
     drift_topic,
-    normalized_spans_topic,
     scores_topic,
 )
 from llmtap.settings import Settings
@@ -126,7 +127,7 @@ class StreamApp:
             ensure_topics,
             settings,
             [
-                normalized_spans_topic(topics.normalized_spans, topics.partitions),
+                aggregate_inputs_topic(topics.aggregate_inputs, topics.partitions),
                 aggregate_partials_topic(topics.aggregate_partials, topics.partitions),
                 aggregates_topic(topics.aggregates),
                 alerts_topic(topics.alerts),
@@ -140,7 +141,7 @@ class StreamApp:
         )
         await self.app.start()
         self._progress(
-            f"stream: {topics.normalized_spans} -> {topics.aggregates}, {topics.alerts} "
+            f"stream: {topics.aggregate_inputs} -> {topics.aggregates}, {topics.alerts} "
             f"(windows {', '.join(f'{s}s' for s in self._config.window_seconds)}, "
             f"grace {self._config.grace_seconds}s, "
             f"{len(self._rules.rules) if self._rules else 0} alert rules)"
@@ -177,7 +178,7 @@ class StreamApp:
             table_cleanup_interval=3600.0,
         )
         raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "value_serializer": "raw"}
-        spans = app.topic(topics.normalized_spans, **raw)
+        inputs = app.topic(topics.aggregate_inputs, **raw)
         partials = app.topic(topics.aggregate_partials, **raw)
         aggregates = app.topic(topics.aggregates, **raw)
         alerts = app.topic(topics.alerts, **raw)
@@ -207,25 +208,28 @@ class StreamApp:
         heartbeat = self._heartbeat
         batch_size, batch_wait = config.batch_max_messages, config.batch_max_wait_seconds
 
-        @app.agent(spans, name="aggregate")
+        input_batch_size = config.input_batch_max_messages
+
+        @app.agent(inputs, name="aggregate")
         async def aggregate(stream: Any) -> None:
-            async for events in stream.take_events(batch_size, within=batch_wait):
+            async for events in stream.take_events(input_batch_size, within=batch_wait):
                 records: list[tuple[int, int, AggregateSpan]] = []
                 for event in events:
                     message = event.message
+                    partition, offset = message.partition, message.offset
                     try:
-                        records.append(
-                            (message.partition, message.offset, decode_aggregate_span(event.value))
-                        )
-                    except (msgspec.DecodeError, msgspec.ValidationError) as error:
-                        telemetry.error(Stage.RECEIVING, "undecodable_span")
+                        spans = decode_aggregate_inputs(event.value)
+                    except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as error:
+                        telemetry.error(Stage.RECEIVING, "undecodable_aggregate_inputs")
                         logger.warning(
-                            "skipping undecodable span at %s[%d]@%d: %s",
+                            "skipping an undecodable aggregate inputs message at %s[%d]@%d: %s",
                             message.topic,
-                            message.partition,
-                            message.offset,
+                            partition,
+                            offset,
                             error,
                         )
+                        continue
+                    records.extend([(partition, offset, span) for span in spans])
                 telemetry.received(len(records), sum(len(e.value or b"") for e in events))
                 result = aggregator.process(records)
                 if result.late_spans:

@@ -19,8 +19,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from llmtap.dev.kafka_broker import BrokerState
 from llmtap.kafka import ensure_topics
 from llmtap.processors.stream.app import StreamApp
-from llmtap.schemas.llm_span import encode_span, span_key
-from llmtap.schemas.topics import normalized_spans_topic
+from llmtap.schemas.aggregate_inputs import aggregate_input_of, encode_aggregate_inputs
+from llmtap.schemas.topics import aggregate_inputs_topic
 from llmtap.settings import Settings
 from tests.integration.processors.test_stream_aggregates import (
     AggregateReader,
@@ -37,19 +37,20 @@ PER_TRANSACTION = 6
 
 def _produce_in_small_transactions(settings: Settings, bootstrap: str, spans: list) -> None:
     topics = settings.topics
-    ensure_topics(settings, [normalized_spans_topic(topics.normalized_spans, topics.partitions)])
+    ensure_topics(settings, [aggregate_inputs_topic(topics.aggregate_inputs, topics.partitions)])
     producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": uuid.uuid4().hex})
     producer.init_transactions(30)
     for start in range(0, len(spans), PER_TRANSACTION):
         producer.begin_transaction()
-        for span in spans[start : start + PER_TRANSACTION]:
-            producer.produce(topics.normalized_spans, encode_span(span), key=span_key(span))
+        batch = [aggregate_input_of(s) for s in spans[start : start + PER_TRANSACTION]]
+        for value in encode_aggregate_inputs([span for span in batch if span.is_llm_call]):
+            producer.produce(topics.aggregate_inputs, value)
         producer.commit_transaction(30)
 
 
 def _unconsumed(settings: Settings, bootstrap: str) -> int:
     """Records after the aggregate group's committed offsets, not counting a final marker."""
-    topic = settings.topics.normalized_spans
+    topic = settings.topics.aggregate_inputs
     consumer = Consumer(
         {"bootstrap.servers": bootstrap, "group.id": settings.processor.stream.app_id}
     )
