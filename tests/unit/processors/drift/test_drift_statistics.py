@@ -109,6 +109,32 @@ def test_wasserstein_of_a_shift_is_the_shift_in_reference_deviations() -> None:
     assert same.p_value == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_wasserstein_distance_and_p_value_match_scipy_and_a_direct_permutation(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    reference = np.round(rng.lognormal(size=int(rng.integers(20, 300))), 1)  # with ties
+    current = np.round(rng.lognormal(0.2, size=int(rng.integers(10, 200))), 1)
+    result = wasserstein(reference, current, 99, np.random.default_rng(seed))
+    scale = np.std(reference, ddof=1)
+    assert result.distance == pytest.approx(
+        stats.wasserstein_distance(current, reference) / scale, rel=1e-9, abs=1e-12
+    )
+    # the p-value counts the same label permutations, each distance computed by scipy
+    labels = np.zeros(len(current) + len(reference), dtype=np.int8)
+    labels[: len(current)] = 1
+    pooled = np.concatenate((current, reference))
+    order = np.argsort(pooled, kind="stable")
+    # each row: which of the sorted pooled values are "current" under one permutation
+    shuffled = np.random.default_rng(seed).permuted(np.tile(labels, (99, 1)), axis=1)
+    ordered = pooled[order]
+    permuted = [
+        stats.wasserstein_distance(ordered[row == 1], ordered[row == 0]) for row in shuffled
+    ]
+    observed = result.distance * scale
+    exceed = sum(distance >= observed * (1 - 1e-9) for distance in permuted)
+    assert result.p_value == pytest.approx((1 + exceed) / 100)
+
+
 def test_wasserstein_p_values_are_calibrated() -> None:
     rng = np.random.default_rng(7)
     p_values = np.array(
