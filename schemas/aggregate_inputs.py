@@ -17,9 +17,12 @@ import msgspec
 
 from llmtap.schemas.llm_span import Cost, LlmSpan, TokenUsage
 
-# Spans per message: bounds a message (about 250 bytes a span before compression) well below
-# the topics' max_message_bytes, and keeps a batch's work per message small.
+# Spans per message (about 250 bytes a span before compression): keeps a batch's work per
+# message small.
 MAX_SPANS_PER_MESSAGE = 1000
+# And bytes: spans are hostile input, and a thousand with long model or user names must not
+# make a message the broker refuses (topics take at least 1 MiB). A message over this is split.
+MAX_MESSAGE_BYTES = 512 * 1024
 
 AGGREGATED_SPAN_TYPES = frozenset({"llm", "embedding"})
 
@@ -86,12 +89,25 @@ _decoder = msgspec.msgpack.Decoder(list[AggregateSpan])
 _json_decoder = msgspec.json.Decoder(AggregateSpan)
 
 
-def encode_aggregate_inputs(spans: list[AggregateSpan]) -> list[bytes]:
-    """Messages of at most ``MAX_SPANS_PER_MESSAGE`` spans each, in order."""
-    return [
-        _encoder.encode(spans[start : start + MAX_SPANS_PER_MESSAGE])
-        for start in range(0, len(spans), MAX_SPANS_PER_MESSAGE)
-    ]
+def encode_aggregate_inputs(
+    spans: list[AggregateSpan], max_bytes: int = MAX_MESSAGE_BYTES
+) -> list[bytes]:
+    """Messages of at most ``MAX_SPANS_PER_MESSAGE`` spans and ``max_bytes`` each (a single
+    span over ``max_bytes`` is a message of its own), in order."""
+    messages: list[bytes] = []
+    for start in range(0, len(spans), MAX_SPANS_PER_MESSAGE):
+        _encode_within(spans[start : start + MAX_SPANS_PER_MESSAGE], max_bytes, messages)
+    return messages
+
+
+def _encode_within(spans: list[AggregateSpan], max_bytes: int, messages: list[bytes]) -> None:
+    value = _encoder.encode(spans)
+    if len(value) <= max_bytes or len(spans) == 1:
+        messages.append(value)
+        return
+    half = len(spans) // 2
+    _encode_within(spans[:half], max_bytes, messages)
+    _encode_within(spans[half:], max_bytes, messages)
 
 
 def decode_aggregate_inputs(value: bytes) -> list[AggregateSpan]:

@@ -294,6 +294,17 @@ def test_aggregate_inputs_are_split_into_bounded_messages() -> None:
         1,
     ]
     assert encode_aggregate_inputs([]) == []
+    # long (hostile) names: split by size too, nothing lost, order kept
+    named = [
+        aggregate_input_of(make_span(random.Random(index), NOW, user_id=f"{index}:" + "u" * 5000))
+        for index in range(300)
+    ]
+    values = encode_aggregate_inputs(named, max_bytes=100_000)
+    assert len(values) > 1
+    assert all(len(value) <= 100_000 for value in values)
+    assert [span for value in values for span in decode_aggregate_inputs(value)] == named
+    (alone,) = encode_aggregate_inputs(named[:1], max_bytes=100)  # one span: its own message
+    assert decode_aggregate_inputs(alone) == named[:1]
     too_long = msgspec.msgpack.encode([span] * (MAX_SPANS_PER_MESSAGE + 1))
     with pytest.raises(ValueError, match="at most"):
         decode_aggregate_inputs(too_long)
