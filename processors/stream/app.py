@@ -52,11 +52,13 @@ from llmtap.schemas.aggregates import (
 from llmtap.schemas.drift import decode_drift_result
 from llmtap.schemas.scores import decode_score
 from llmtap.schemas.topics import (
+    Header,
     aggregate_inputs_topic,
     aggregate_partials_topic,
     aggregates_topic,
     alert_signals_topic,
     alerts_topic,
+    dead_letter_topic,
     drift_topic,
     scores_topic,
 )
@@ -128,6 +130,7 @@ class StreamApp:
             settings,
             [
                 aggregate_inputs_topic(topics.aggregate_inputs, topics.partitions),
+                dead_letter_topic(topics.dead_letter, topics.partitions),
                 aggregate_partials_topic(topics.aggregate_partials, topics.partitions),
                 aggregates_topic(topics.aggregates),
                 alerts_topic(topics.alerts),
@@ -179,6 +182,7 @@ class StreamApp:
         )
         raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "value_serializer": "raw"}
         inputs = app.topic(topics.aggregate_inputs, **raw)
+        dead_letters = app.topic(topics.dead_letter, **raw)
         partials = app.topic(topics.aggregate_partials, **raw)
         aggregates = app.topic(topics.aggregates, **raw)
         alerts = app.topic(topics.alerts, **raw)
@@ -221,12 +225,19 @@ class StreamApp:
                         spans = decode_aggregate_inputs(event.value)
                     except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as error:
                         telemetry.error(Stage.RECEIVING, "undecodable_aggregate_inputs")
+                        telemetry.discarded(1, "dead_letter")
                         logger.warning(
-                            "skipping an undecodable aggregate inputs message at %s[%d]@%d: %s",
+                            "dead-lettering an undecodable aggregate inputs message at "
+                            "%s[%d]@%d: %s",
                             message.topic,
                             partition,
                             offset,
                             error,
+                        )
+                        await dead_letters.send(
+                            key=message.key,
+                            value=event.value or b"",
+                            headers=_dead_letter_headers(message, f"undecodable: {error}"),
                         )
                         continue
                     records.extend([(partition, offset, span) for span in spans])
@@ -360,6 +371,17 @@ def _observe_signal(evaluator: Any, value: bytes) -> None:
             )
     except (msgspec.DecodeError, msgspec.ValidationError) as error:
         logger.warning("skipping an undecodable alert signal: %s", error)
+
+
+def _dead_letter_headers(message: Any, reason: str) -> list[tuple[str, bytes]]:
+    """Why, which stage, where it was read: as the normalizer and sink label theirs."""
+    return [
+        (Header.DEAD_LETTER_REASON.value, reason[:2000].encode()),
+        (Header.DEAD_LETTER_STAGE.value, b"stream"),
+        (Header.DEAD_LETTER_SOURCE_TOPIC.value, str(message.topic).encode()),
+        ("llmtap.dead_letter.source_partition", str(message.partition).encode()),
+        ("llmtap.dead_letter.source_offset", str(message.offset).encode()),
+    ]
 
 
 class _CurrentPartition:

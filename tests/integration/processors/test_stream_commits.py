@@ -1,4 +1,5 @@
-"""The stream worker's committed offsets keep up with a transactional producer.
+"""The stream worker's committed offsets keep up with a transactional producer, and what it
+cannot read goes to the dead-letter topic.
 
 The normalizer writes spans in small Kafka transactions; each leaves a commit marker (an offset
 no consumer receives) in the topic. faust 0.15 mis-recorded the offsets skipped before a message
@@ -97,3 +98,57 @@ def test_committed_offsets_step_over_transaction_markers(
             await app.stop()
 
     assert asyncio.run(scenario()) == 0
+
+
+def test_an_undecodable_inputs_message_is_dead_lettered_and_the_rest_counted(
+    kafka_broker: BrokerState, tmp_path: Path
+) -> None:
+    bootstrap = kafka_broker.bootstrap_servers
+    settings = stream_settings(bootstrap, tmp_path)
+    topics = settings.topics
+    spans = synthetic_spans(300, seed=9, start_seconds=int(time.time()) - 300)
+    garbage = b"\x91\xc1 not an aggregate inputs message"
+
+    def produce() -> None:
+        ensure_topics(
+            settings, [aggregate_inputs_topic(topics.aggregate_inputs, topics.partitions)]
+        )
+        producer = Producer({"bootstrap.servers": bootstrap})
+        producer.produce(topics.aggregate_inputs, garbage, key=b"bad", partition=0)
+        for value in encode_aggregate_inputs([aggregate_input_of(span) for span in spans]):
+            producer.produce(topics.aggregate_inputs, value, partition=0)
+        assert producer.flush(30) == 0
+
+    async def scenario() -> None:
+        app = StreamApp(settings)
+        await app.start()
+        try:
+            await asyncio.to_thread(produce)
+            reader = AggregateReader(bootstrap, topics.aggregates)
+            try:
+                await asyncio.to_thread(reader.wait_for, expected_minutes(spans), 90)
+            finally:
+                reader.close()
+        finally:
+            await app.stop()
+
+    asyncio.run(scenario())
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": uuid.uuid4().hex,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([topics.dead_letter])
+    letters = []
+    deadline = time.monotonic() + 30
+    while not letters and time.monotonic() < deadline:
+        letters = [m for m in consumer.consume(10, 1.0) if m.error() is None]
+    consumer.close()
+    assert [letter.value() for letter in letters] == [garbage]
+    headers = dict(letters[0].headers() or [])
+    assert headers["llmtap.dead_letter.stage"] == b"stream"
+    assert headers["llmtap.dead_letter.reason"].startswith(b"undecodable: ")
+    assert headers["llmtap.dead_letter.source_topic"] == topics.aggregate_inputs.encode()
+    assert headers["llmtap.dead_letter.source_offset"] == b"0"
