@@ -211,7 +211,6 @@ class StreamApp:
         telemetry = self.telemetry
         heartbeat = self._heartbeat
         batch_size, batch_wait = config.batch_max_messages, config.batch_max_wait_seconds
-
         input_batch_size = config.input_batch_max_messages
 
         @app.agent(inputs, name="aggregate")
@@ -222,7 +221,7 @@ class StreamApp:
                     message = event.message
                     partition, offset = message.partition, message.offset
                     try:
-                        spans = decode_aggregate_inputs(event.value)
+                        spans = decode_aggregate_inputs(event.value or b"")  # None: tombstone
                     except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as error:
                         telemetry.error(Stage.RECEIVING, "undecodable_aggregate_inputs")
                         telemetry.discarded(1, "dead_letter")

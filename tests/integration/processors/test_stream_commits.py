@@ -33,6 +33,7 @@ from tests.integration.processors.test_stream_aggregates import (
 pytestmark = pytest.mark.integration
 
 SPANS = 900
+OFFSET_HEADER = "llmtap.dead_letter.source_offset"
 PER_TRANSACTION = 6
 
 
@@ -115,6 +116,7 @@ def test_an_undecodable_inputs_message_is_dead_lettered_and_the_rest_counted(
         )
         producer = Producer({"bootstrap.servers": bootstrap})
         producer.produce(topics.aggregate_inputs, garbage, key=b"bad", partition=0)
+        producer.produce(topics.aggregate_inputs, None, key=b"tombstone", partition=0)
         for value in encode_aggregate_inputs([aggregate_input_of(span) for span in spans]):
             producer.produce(topics.aggregate_inputs, value, partition=0)
         assert producer.flush(30) == 0
@@ -143,12 +145,16 @@ def test_an_undecodable_inputs_message_is_dead_lettered_and_the_rest_counted(
     consumer.subscribe([topics.dead_letter])
     letters = []
     deadline = time.monotonic() + 30
-    while not letters and time.monotonic() < deadline:
-        letters = [m for m in consumer.consume(10, 1.0) if m.error() is None]
+    while len(letters) < 2 and time.monotonic() < deadline:
+        letters += [m for m in consumer.consume(10, 1.0) if m.error() is None]
     consumer.close()
-    assert [letter.value() for letter in letters] == [garbage]
+    letters.sort(key=lambda letter: int(dict(letter.headers() or [])[OFFSET_HEADER]))
+    assert [(letter.key(), letter.value()) for letter in letters] == [
+        (b"bad", garbage),
+        (b"tombstone", b""),
+    ]
     headers = dict(letters[0].headers() or [])
     assert headers["llmtap.dead_letter.stage"] == b"stream"
     assert headers["llmtap.dead_letter.reason"].startswith(b"undecodable: ")
     assert headers["llmtap.dead_letter.source_topic"] == topics.aggregate_inputs.encode()
-    assert headers["llmtap.dead_letter.source_offset"] == b"0"
+    assert headers[OFFSET_HEADER] == b"0"
