@@ -30,7 +30,7 @@ import time
 import zlib
 from collections import defaultdict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import faust
 import msgspec
@@ -41,7 +41,7 @@ from llmtap.kafka import ensure_topics, partition_count, resolve_bootstrap_serve
 from llmtap.processors.aggregates.accumulator import AggregateSpan, decode_aggregate_span
 from llmtap.processors.aggregates.merge import PartialMerger
 from llmtap.processors.aggregates.windows import WindowConfig, WindowedAggregator
-from llmtap.processors.stream.table_store import FaustTableStore
+from llmtap.processors.stream.table_store import ChangelogWrites, FaustTableStore
 from llmtap.schemas.aggregates import (
     decode_aggregates,
     encode_aggregates,
@@ -93,12 +93,22 @@ class _Consumer(faust_aiokafka.Consumer):
         """
         await super()._add_gap(tp, offset_from, offset_to - 1)
 
+    async def _commit_offsets(self, offsets: Any, start_new_transaction: bool = True) -> bool:
+        """Commit only once the table changes made for these offsets are acknowledged."""
+        await cast(_App, self.app).changelog_writes.wait()
+        return bool(
+            await super()._commit_offsets(offsets, start_new_transaction=start_new_transaction)
+        )
+
 
 class _Transport(faust_aiokafka.Transport):
     Consumer = _Consumer
 
 
 class _App(faust.App):
+    #: Table changes written through :class:`FaustTableStore`, awaited before each commit.
+    changelog_writes: ChangelogWrites
+
     def _new_transport(self) -> Any:
         return _Transport(self.conf.broker_consumer, self, loop=self.loop)
 
@@ -176,6 +186,7 @@ class StreamApp:
             broker_heartbeat_interval=1.0,
             table_cleanup_interval=3600.0,
         )
+        app.changelog_writes = writes = ChangelogWrites()
         raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "value_serializer": "raw"}
         spans = app.topic(topics.normalized_spans, **raw)
         partials = app.topic(topics.aggregate_partials, **raw)
@@ -188,7 +199,7 @@ class StreamApp:
         merge_table = app.Table("aggregate-merge", partitions=topics.partitions, **table_options)
         alert_table = app.Table("alert-state", partitions=1, **table_options)
 
-        window_store = FaustTableStore(window_table, lambda key: int(key.split("|", 1)[0]))
+        window_store = FaustTableStore(window_table, lambda key: int(key.split("|", 1)[0]), writes)
         aggregator = WindowedAggregator(
             WindowConfig(
                 window_seconds=config.window_seconds,
@@ -200,9 +211,21 @@ class StreamApp:
         )
         merge_partition = _CurrentPartition()
         merger = PartialMerger(
-            FaustTableStore(merge_table, merge_partition.of), config.retention_seconds
+            FaustTableStore(merge_table, merge_partition.of, writes), config.retention_seconds
         )
-        self._rules, self._evaluator = self._alerting(alert_table)
+        self._rules, self._evaluator = self._alerting(alert_table, writes)
+
+        # A partition that comes back after another worker had it must be read again from the
+        # table (which recovery brought up to date), not from this worker's decoded cache:
+        # the cache would write back totals without the other worker's spans.
+        @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+        async def forget_revoked(_app: Any, revoked: set[Any], **_kwargs: Any) -> None:
+            aggregator.forget_partitions(
+                {tp.partition for tp in revoked if tp.topic == topics.normalized_spans}
+            )
+            if any(tp.topic == topics.aggregate_partials for tp in revoked):
+                merger.forget()
+
         telemetry = self.telemetry
         heartbeat = self._heartbeat
         batch_size, batch_wait = config.batch_max_messages, config.batch_max_wait_seconds
@@ -309,7 +332,7 @@ class StreamApp:
             logging.getLogger(logger_name).setLevel(logging.WARNING)
         return app
 
-    def _alerting(self, alert_table: Any) -> tuple[Any, Any]:
+    def _alerting(self, alert_table: Any, writes: ChangelogWrites) -> tuple[Any, Any]:
         rules_file = self._settings.processor.alerts.rules_file
         if rules_file is None:
             return None, None
@@ -319,7 +342,7 @@ class StreamApp:
         rules = load_rules(rules_file)
         evaluator = AlertEvaluator(
             rules,
-            FaustTableStore(alert_table, lambda key: 0),
+            FaustTableStore(alert_table, lambda key: 0, writes),
             base_window_seconds=self._settings.processor.alerts.base_window_seconds,
         )
         return rules, evaluator
