@@ -136,6 +136,7 @@ class Pipeline:
                     ("normalized_spans", "llmtap.spans.normalized"),
                     ("scores", "llmtap.scores"),
                     ("embeddings", "llmtap.embeddings"),
+                    ("aggregate_inputs", "llmtap.aggregates.inputs"),
                     ("aggregate_partials", "llmtap.aggregates.partials"),
                     ("aggregates", "llmtap.aggregates"),
                     ("alert_signals", "llmtap.alerts.signals"),
@@ -257,7 +258,7 @@ class LagReader:
         topics, processor, sink = settings.topics, settings.processor, settings.sink
         stages = [
             ("normalizer", topics.raw_spans, processor.consumer_group),
-            ("aggregate", topics.normalized_spans, processor.stream.app_id),
+            ("aggregate", topics.aggregate_inputs, processor.stream.app_id),
             ("merge", topics.aggregate_partials, processor.stream.app_id),
             ("drift", topics.normalized_spans, processor.drift.consumer_group),
             ("sink", topics.normalized_spans, sink.consumer_group),

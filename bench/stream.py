@@ -6,14 +6,17 @@ run here on a private Kafka broker on the same machine, with the real role code:
 
 - throughput: raw OTLP requests (100 spans each, as the collector writes them) are produced
   first, then one processor role starts and drains them; spans/s is the span count over the
-  time until both its consumer groups committed everything, and CPU-µs/span is the process's
-  CPU time over the spans. Baseline in the same run: a plain confluent-kafka consumer reading
-  and protobuf-decoding the same messages.
+  time from when both its consumer groups are stable with partitions assigned (joining takes
+  seconds) until both committed everything, and CPU-µs/span is the process's CPU time over
+  that span of time. The stream worker commits every 2 s (its default), so short runs read
+  low: keep ``--requests`` at 1,000 or more. Baseline in the same run: a plain confluent-kafka consumer (partitions
+  assigned, no group join) reading and protobuf-decoding the same messages.
 - pure aggregation cost: the two aggregation stages alone, in-process, on the same spans.
 - alert latency: a cost-budget rule per tenant; each breach is one expensive span for a new
-  tenant, produced to the normalized topic; latency is produce → webhook request received.
+  tenant, produced to the aggregate inputs topic; latency is produce → webhook request
+  received.
 
-    .venv/bin/python bench/stream.py [--requests 300] [--repeats 3] [--breaches 20]
+    .venv/bin/python bench/stream.py [--requests 1000] [--repeats 3] [--breaches 20]
 """
 
 from __future__ import annotations
@@ -39,13 +42,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from collector import build_request
 
 from llmtap.dev.kafka_broker import LocalKafkaBroker
-from llmtap.processors.aggregates.accumulator import decode_aggregate_span
 from llmtap.processors.aggregates.merge import PartialMerger
 from llmtap.processors.aggregates.windows import WindowConfig, WindowedAggregator
 from llmtap.processors.normalize.normalizer import Normalizer
 from llmtap.processors.pricing import PriceTable
 from llmtap.roles import start_role
-from llmtap.schemas.llm_span import Cost, LlmSpan, TokenUsage, encode_span
+from llmtap.schemas.aggregate_inputs import (
+    aggregate_input_of,
+    decode_aggregate_inputs,
+    encode_aggregate_inputs,
+    is_aggregated,
+)
+from llmtap.schemas.llm_span import Cost, LlmSpan, TokenUsage
 from llmtap.settings import LocalKafkaSettings, Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -66,6 +74,7 @@ def bench_settings(bootstrap: str, root: Path, **processor: Any) -> Settings:
             "raw_spans": f"bench.raw.{suffix}",
             "raw_logs": f"bench.rawlogs.{suffix}",
             "normalized_spans": f"bench.normalized.{suffix}",
+            "aggregate_inputs": f"bench.inputs.{suffix}",
             "aggregate_partials": f"bench.partials.{suffix}",
             "aggregates": f"bench.aggregates.{suffix}",
             "alerts": f"bench.alerts.{suffix}",
@@ -135,7 +144,7 @@ class _DrainWatch:
         topics = settings.topics
         self._watched = [
             (topics.raw_spans, settings.processor.consumer_group),
-            (topics.normalized_spans, settings.processor.stream.app_id),
+            (topics.aggregate_inputs, settings.processor.stream.app_id),
         ]
         self._consumers = [
             Consumer(
@@ -165,9 +174,9 @@ class _DrainWatch:
 
 
 async def processor_drain(settings: Settings) -> tuple[float, float]:
-    """Wall and CPU seconds for one processor role to normalize and aggregate everything,
-    timed from when both its consumer groups are stable with partitions assigned (joining takes
-    seconds, and is not processing)."""
+    """Wall and CPU seconds for one processor role to normalize and aggregate what the raw
+    topic holds, timed from when both its consumer groups are stable with partitions assigned
+    (joining takes seconds, and is not processing)."""
     watch = _DrainWatch(settings)
     role = await start_role("processor", settings, lambda message: None)
     try:
@@ -177,15 +186,8 @@ async def processor_drain(settings: Settings) -> tuple[float, float]:
             [settings.processor.consumer_group, settings.processor.stream.app_id],
         )
         started, cpu = time.perf_counter(), cpu_seconds()
-        while True:
-            (raw_end, raw_done), (spans_end, spans_done) = await asyncio.to_thread(watch.lags)
-            normalized = raw_end > 0 and raw_done == raw_end
-            # faust commits the offset after the last record it processed; the normalizer's
-            # transaction marker after it stays "lag" (one per partition at most).
-            aggregated = spans_end > 0 and spans_end - spans_done <= settings.topics.partitions
-            if normalized and aggregated:
-                return time.perf_counter() - started, cpu_seconds() - cpu
-            await asyncio.sleep(0.1)
+        await _drained(watch, settings.topics.partitions)
+        return time.perf_counter() - started, cpu_seconds() - cpu
     finally:
         await role.stop()
         watch.close()
@@ -198,8 +200,9 @@ def _wait_assigned(bootstrap: str, groups: list[str]) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        futures = admin.describe_consumer_groups(groups).values()
-        descriptions = [future.result(10) for future in futures]
+        descriptions = [
+            future.result(10) for future in admin.describe_consumer_groups(groups).values()
+        ]
         if all(
             description.state == ConsumerGroupState.STABLE
             and any(member.assignment.topic_partitions for member in description.members)
@@ -210,18 +213,33 @@ def _wait_assigned(bootstrap: str, groups: list[str]) -> None:
     raise RuntimeError(f"consumer groups {groups} not assigned within 60 s")
 
 
-def aggregation_only(values: list[bytes]) -> float:
-    """CPU-µs per span of the two aggregation stages alone (decode, windows, merge)."""
+async def _drained(watch: _DrainWatch, partitions: int) -> None:
+    """Until both groups committed everything produced so far."""
+    while True:
+        (raw_end, raw_done), (inputs_end, inputs_done) = await asyncio.to_thread(watch.lags)
+        normalized = raw_end > 0 and raw_done == raw_end
+        # faust commits the offset after the last record it processed; the normalizer's
+        # transaction marker after it stays "lag" (one per partition at most).
+        aggregated = inputs_end > 0 and inputs_end - inputs_done <= partitions
+        if normalized and aggregated:
+            return
+        await asyncio.sleep(0.1)
+
+
+def aggregation_only(messages: list[bytes], spans: int) -> float:
+    """CPU-µs per span of traffic for the two aggregation stages alone (decoding the aggregate
+    inputs messages, windows, merge), 20 messages a batch as the worker takes them."""
     aggregator = WindowedAggregator(WindowConfig(), {})
     merger = PartialMerger({})
     started = time.process_time()
-    for index in range(0, len(values), 2000):
+    for index in range(0, len(messages), 20):
         records = [
-            (offset % 6, offset, decode_aggregate_span(value))
-            for offset, value in enumerate(values[index : index + 2000], start=index)
+            (offset % 6, offset, span)
+            for offset, value in enumerate(messages[index : index + 20], start=index)
+            for span in decode_aggregate_inputs(value)
         ]
         merger.process(aggregator.process(records).changed)
-    return (time.process_time() - started) / len(values) * 1e6
+    return (time.process_time() - started) / spans * 1e6
 
 
 async def alert_latency(bootstrap: str, root: Path, breaches: int) -> list[float]:
@@ -279,9 +297,8 @@ async def alert_latency(bootstrap: str, root: Path, breaches: int) -> list[float
                 cost=Cost(priced=True, price_version="bench", total="1.0"),
             )
             sent[tenant] = time.perf_counter()
-            producer.produce(
-                settings.topics.normalized_spans, encode_span(span), key=span.trace_id.encode()
-            )
+            (value,) = encode_aggregate_inputs([aggregate_input_of(span)])
+            producer.produce(settings.topics.aggregate_inputs, value)
             producer.flush(10)
             deadline = time.perf_counter() + 30
             while tenant not in received and time.perf_counter() < deadline:
@@ -307,13 +324,19 @@ def main() -> None:
     bodies = [build_request(100, 10, rng) for _ in range(args.requests)]
     spans = args.requests * 100
     normalizer = Normalizer(PriceTable.load().price)
-    normalized = [
-        encode_span(span)
-        for body in bodies
-        for span in normalizer.normalize_request(
-            ExportTraceServiceRequest.FromString(body), tenant="t"
-        )
-    ]
+    # The aggregate inputs as the normalizer writes them: each batch's LLM calls in messages of
+    # up to 1,000 (a batch here: 10 requests, about 400 LLM calls).
+    inputs = []
+    for start in range(0, len(bodies), 10):
+        batch = [
+            aggregate_input_of(span)
+            for body in bodies[start : start + 10]
+            for span in normalizer.normalize_request(
+                ExportTraceServiceRequest.FromString(body), tenant="t"
+            )
+            if is_aggregated(span)
+        ]
+        inputs.extend(encode_aggregate_inputs(batch))
     figures: dict[str, Any] = {"args": vars(args), "spans_per_repeat": spans}
     with tempfile.TemporaryDirectory(prefix="llmtap-bench-stream-") as temporary:
         root = Path(temporary)
@@ -344,7 +367,7 @@ def main() -> None:
                 wall, cpu = asyncio.run(processor_drain(settings))
                 runs["processor_spans_per_s"].append(spans / wall)
                 runs["processor_cpu_us_per_span"].append(cpu / spans * 1e6)
-                runs["aggregation_cpu_us_per_span"].append(aggregation_only(normalized))
+                runs["aggregation_cpu_us_per_span"].append(aggregation_only(inputs, spans))
                 print(
                     f"repeat {repeat + 1}/{args.repeats}: processor "
                     f"{runs['processor_spans_per_s'][-1]:,.0f} spans/s, "

@@ -115,6 +115,15 @@ class TopicsSettings(_Section):
         pattern=r"^[A-Za-z0-9._-]{1,249}$",
         description="Prompt, completion and context embeddings (JSON SpanEmbedding, by trace id).",
     )
+    aggregate_inputs: str = Field(
+        default="llmtap.aggregates.inputs",
+        pattern=r"^[A-Za-z0-9._-]{1,249}$",
+        description=(
+            "What the stream worker aggregates: the normalizer writes each batch's LLM and "
+            "embedding calls here, only their aggregated fields, up to 1,000 per message "
+            "(msgpack), in the same transaction as the normalized spans."
+        ),
+    )
     aggregate_partials: str = Field(
         default="llmtap.aggregates.partials",
         pattern=r"^[A-Za-z0-9._-]{1,249}$",

@@ -39,7 +39,7 @@ def kafka_lag(settings: Settings) -> list[StageLag]:
     stages = [
         ("normalizer", settings.topics.raw_spans, settings.processor.consumer_group),
         ("sink", settings.topics.normalized_spans, settings.sink.consumer_group),
-        ("aggregate", settings.topics.normalized_spans, settings.processor.stream.app_id),
+        ("aggregate", settings.topics.aggregate_inputs, settings.processor.stream.app_id),
         ("merge", settings.topics.aggregate_partials, settings.processor.stream.app_id),
         ("sink-derived", settings.topics.aggregates, settings.sink.derived_consumer_group),
         ("alert-delivery", settings.topics.alerts, delivery_group(settings)),

@@ -81,6 +81,10 @@ def trace_id_key(trace_id: bytes) -> bytes:
     return trace_id.hex().encode("ascii")
 
 
+def aggregate_inputs_topic(name: str, partitions: int) -> TopicSpec:
+    return TopicSpec(name, partitions, (("compression.type", "producer"),))
+
+
 def aggregate_partials_topic(name: str, partitions: int) -> TopicSpec:
     return TopicSpec(name, partitions, (("compression.type", "producer"),))
 

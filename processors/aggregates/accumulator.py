@@ -11,57 +11,19 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-import msgspec
 import numpy as np
 from ddsketch import DDSketch
 from ddsketch.pb.ddsketch_pb2 import DDSketch as DDSketchMessage
 from ddsketch.pb.proto import DDSketchProto
 from ddsketch.store import DenseStore
 
+from llmtap.schemas.aggregate_inputs import AggregateSpan
 from llmtap.schemas.aggregates import Aggregate
-from llmtap.schemas.llm_span import Cost, LlmSpan, TokenUsage
+from llmtap.schemas.llm_span import LlmSpan
 
 SKETCH_RELATIVE_ACCURACY = 0.01
 _ZERO = Decimal(0)
 _COST_PARTS = ("input", "output", "cache_read", "cache_write", "reasoning")
-
-
-class AggregateSpan(msgspec.Struct, kw_only=True):
-    """The fields of a normalized span that aggregation reads: decoding skips the content."""
-
-    start_time_unix_nano: int = 0
-    end_time_unix_nano: int = 0
-    status: str = "unset"
-    service_name: str = "unknown_service"
-    environment: str | None = None
-    tenant: str = "default"
-    span_type: str = "other"
-    provider: str | None = None
-    operation: str | None = None
-    request_model: str | None = None
-    response_model: str | None = None
-    finish_reasons: list[str] = []
-    usage: TokenUsage = msgspec.field(default_factory=TokenUsage)
-    cost: Cost | None = None
-    time_to_first_token_ms: float | None = None
-    user_id: str | None = None
-    prompt_template_version: str | None = None
-
-    @property
-    def duration_ms(self) -> float:
-        return max(0, self.end_time_unix_nano - self.start_time_unix_nano) / 1e6
-
-    @property
-    def is_llm_call(self) -> bool:
-        return self.span_type in ("llm", "embedding")
-
-
-_span_decoder = msgspec.json.Decoder(AggregateSpan)
-
-
-def decode_aggregate_span(value: bytes) -> AggregateSpan:
-    """Decode a normalized-spans message for aggregation (msgspec errors on a bad value)."""
-    return _span_decoder.decode(value)
 
 
 def new_sketch() -> DDSketch:

@@ -38,8 +38,20 @@ class StreamConfig(BaseModel):
         default=True,
         description="Also aggregate cost and requests per (tenant, user id), for user budgets.",
     )
+    input_batch_max_messages: int = Field(
+        default=20,
+        ge=1,
+        le=1000,
+        description=(
+            "Aggregate inputs messages (up to 1,000 LLM calls each) the aggregate agent takes "
+            "per batch (stream.take_events): bounds a batch's memory when a backlog is read."
+        ),
+    )
     batch_max_messages: int = Field(
-        default=2000, ge=1, le=100_000, description="Spans taken per batch (stream.take_events)."
+        default=2000,
+        ge=1,
+        le=100_000,
+        description="Messages the merge and alert agents take per batch (stream.take_events).",
     )
     batch_max_wait_seconds: float = Field(
         default=0.5, gt=0, le=30, description="Longest wait for a batch to fill (adds latency)."

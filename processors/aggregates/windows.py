@@ -3,8 +3,10 @@
 The aggregator keeps one partial per (source partition, dimension set, window length, window
 start, group). Each partial records the highest source offset it includes, in the same stored
 value as its totals, so when a worker restarts and reads some messages again (its changelog and
-its consumer offsets are not written atomically), every partial skips exactly the spans it
-already holds: nothing is counted twice and nothing is lost.
+its consumer offsets are not written atomically), every partial skips exactly the messages it
+already holds: nothing is counted twice and nothing is lost. A message holds many spans (see
+:mod:`llmtap.schemas.aggregate_inputs`) and is applied whole within one batch, so the spans of
+the message a partial last took are added only in the batch that took it.
 
 Event time is the span's start. Each partition has a clock, the latest span start it has seen;
 a span whose window ended more than ``grace_seconds`` before that clock is *late*: it is counted
@@ -21,7 +23,8 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from llmtap.processors.aggregates.accumulator import Accumulator, AggregateSpan, SpanCosts
+from llmtap.processors.aggregates.accumulator import Accumulator, SpanCosts
+from llmtap.schemas.aggregate_inputs import AggregateSpan
 from llmtap.schemas.aggregates import (
     Aggregate,
     decode_aggregates,
@@ -152,7 +155,10 @@ class WindowedAggregator:
         records: Iterable[tuple[int, int, AggregateSpan | LlmSpan]],
         now_seconds: float | None = None,
     ) -> BatchResult:
-        """Apply ``(partition, offset, span)`` records; returns the partials that changed."""
+        """Apply ``(partition, offset, span)`` records; returns the partials that changed.
+
+        The records of one message (one offset) must all come in the same call.
+        """
         now = time.time() if now_seconds is None else now_seconds
         result = BatchResult()
         dirty: dict[str, _Partial] = {}
@@ -196,7 +202,7 @@ class WindowedAggregator:
                             key,
                             _template(dimension_set, window_seconds, window_start, span),
                         )
-                    if offset <= partial.offset:
+                    if offset < partial.offset or (offset == partial.offset and key not in dirty):
                         result.skipped_replayed += 1
                         continue
                     partial.offset = offset

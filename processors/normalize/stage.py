@@ -2,7 +2,9 @@
 
 Each batch is one Kafka transaction: the normalized spans, the dead letters and the consumer
 offsets commit together or not at all, so a crash or a restart never loses a span nor writes it
-twice (consumers read with ``isolation.level=read_committed``). Work is batched
+twice (consumers read with ``isolation.level=read_committed``). The batch's LLM and embedding
+calls also go, many per message, to the aggregate inputs topic that the stream worker reads
+(:mod:`llmtap.schemas.aggregate_inputs`), in the same transaction. Work is batched
 (``consume(num_messages=...)``), and a message or span that cannot be normalized goes to the
 dead-letter topic with the reason instead of blocking its partition.
 
@@ -56,10 +58,17 @@ from llmtap.processors.normalize.genai_events import (
 )
 from llmtap.processors.normalize.normalizer import Normalizer
 from llmtap.processors.pricing import PriceTable
+from llmtap.schemas.aggregate_inputs import (
+    AggregateSpan,
+    aggregate_input_of,
+    encode_aggregate_inputs,
+    is_aggregated,
+)
 from llmtap.schemas.llm_span import LlmSpan, encode_span, span_key
 from llmtap.schemas.otlp import OtlpDecodeError, decode_logs, decode_traces, sniff_encoding
 from llmtap.schemas.topics import (
     Header,
+    aggregate_inputs_topic,
     dead_letter_topic,
     normalized_spans_topic,
     raw_logs_topic,
@@ -103,6 +112,7 @@ class NormalizerStage:
         self._joiner = EventJoiner(self._config.genai_event_wait_seconds)
         self._replays: dict[PartitionKey, _Replay] = {}
         self._metadata_read: set[PartitionKey] = set()
+        self._aggregate_inputs: list[AggregateSpan] = []  # this batch's, sent at its end
         self.ready = threading.Event()
 
     def run(self, stop: threading.Event) -> None:
@@ -114,6 +124,7 @@ class NormalizerStage:
                 raw_spans_topic(topics.raw_spans, topics.partitions),
                 raw_logs_topic(topics.raw_logs, topics.partitions),
                 normalized_spans_topic(topics.normalized_spans, topics.partitions),
+                aggregate_inputs_topic(topics.aggregate_inputs, topics.partitions),
                 dead_letter_topic(topics.dead_letter, topics.partitions),
             ],
         )
@@ -135,7 +146,8 @@ class NormalizerStage:
             consumer.subscribe([topics.raw_spans, topics.raw_logs], on_revoke=self._on_revoke)
             self._progress(
                 f"normalizer: {topics.raw_spans} + {topics.raw_logs} -> "
-                f"{topics.normalized_spans} (prices {self.prices.version})"
+                f"{topics.normalized_spans} + {topics.aggregate_inputs} "
+                f"(prices {self.prices.version})"
             )
             self.ready.set()
             heartbeat = Heartbeat(
@@ -192,6 +204,7 @@ class NormalizerStage:
             for span in spans:
                 self._emit(producer, span)
             self._dead_letter_unmatched(producer, unmatched)
+            self._send_aggregate_inputs(producer)
             if self._joiner.redundant_records:
                 self.telemetry.discarded(self._joiner.redundant_records, "genai_record_redundant")
                 self._joiner.redundant_records = 0
@@ -214,6 +227,7 @@ class NormalizerStage:
             for identity in self._seen_in_transaction:
                 self._seen.pop(identity, None)
             self._seen_in_transaction.clear()
+            self._aggregate_inputs.clear()
             self._joiner.clear()
             self._replays.clear()
             self._metadata_read.clear()
@@ -332,7 +346,17 @@ class NormalizerStage:
         produce_with_backpressure(
             producer, self._settings.topics.normalized_spans, encode_span(span), span_key(span)
         )
+        if is_aggregated(span):
+            self._aggregate_inputs.append(aggregate_input_of(span))
         self.telemetry.sent(1)
+
+    def _send_aggregate_inputs(self, producer: Producer) -> None:
+        """The batch's aggregated spans, before its offsets join the transaction. No key: the
+        messages spread over the partitions, and so over the stream workers."""
+        topic = self._settings.topics.aggregate_inputs
+        for value in encode_aggregate_inputs(self._aggregate_inputs):
+            produce_with_backpressure(producer, topic, value, None)
+        self._aggregate_inputs.clear()
 
     def _dead_letter_unmatched(self, producer: Producer, unmatched: list[Unmatched]) -> None:
         for item in unmatched:

@@ -2,15 +2,16 @@
 
 Data path (every topic keyed so that the state a record touches lives on one worker)::
 
-    normalized spans ──aggregate──▶ aggregate partials ──merge──▶ aggregates ──evaluate──▶ alerts
-      (by trace id)    per source     (by window+group)   per      (1 partition)  rules    (1 part.)
-                       partition                          window                     │
+    aggregate inputs ──aggregate──▶ aggregate partials ──merge──▶ aggregates ──evaluate──▶ alerts
+    (LLM calls, many   per source     (by window+group)   per      (1 partition)  rules    (1 part.)
+     per message)      partition                          window                     │
                                                        (delivery stage) deliver ◀──────┘ webhooks
 
-* ``aggregate`` takes batches (``stream.take_events``) and keeps one partial per source
-  partition and window in the ``aggregate-windows`` table. Each partial holds the highest
-  source offset it includes, so a batch read again after a crash is skipped exactly where it
-  was already counted.
+* ``aggregate`` takes batches (``stream.take_events``) of the messages the normalizer writes
+  to the aggregate inputs topic (up to 1,000 LLM calls each: faust's per-message cost is paid
+  per message, not per span) and keeps one partial per source partition and window in the
+  ``aggregate-windows`` table. Each partial holds the highest source offset it includes, so a
+  batch read again after a crash is skipped exactly where it was already counted.
 * ``merge`` replaces each partition's partial by its newest version and emits the sum: a
   duplicate or reordered partial changes nothing.
 * ``evaluate`` feeds the alert evaluator (state in the ``alert-state`` table) and a timer
@@ -38,10 +39,10 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from llmtap.heartbeat import Heartbeat
 from llmtap.kafka import ensure_topics, partition_count, resolve_bootstrap_servers
-from llmtap.processors.aggregates.accumulator import AggregateSpan, decode_aggregate_span
 from llmtap.processors.aggregates.merge import PartialMerger
 from llmtap.processors.aggregates.windows import WindowConfig, WindowedAggregator
 from llmtap.processors.stream.table_store import ChangelogWrites, FaustTableStore
+from llmtap.schemas.aggregate_inputs import AggregateSpan, decode_aggregate_inputs
 from llmtap.schemas.aggregates import (
     decode_aggregates,
     encode_aggregates,
@@ -51,12 +52,14 @@ from llmtap.schemas.aggregates import (
 from llmtap.schemas.drift import decode_drift_result
 from llmtap.schemas.scores import decode_score
 from llmtap.schemas.topics import (
+    Header,
+    aggregate_inputs_topic,
     aggregate_partials_topic,
     aggregates_topic,
     alert_signals_topic,
     alerts_topic,
+    dead_letter_topic,
     drift_topic,
-    normalized_spans_topic,
     scores_topic,
 )
 from llmtap.settings import Settings
@@ -136,7 +139,8 @@ class StreamApp:
             ensure_topics,
             settings,
             [
-                normalized_spans_topic(topics.normalized_spans, topics.partitions),
+                aggregate_inputs_topic(topics.aggregate_inputs, topics.partitions),
+                dead_letter_topic(topics.dead_letter, topics.partitions),
                 aggregate_partials_topic(topics.aggregate_partials, topics.partitions),
                 aggregates_topic(topics.aggregates),
                 alerts_topic(topics.alerts),
@@ -150,7 +154,7 @@ class StreamApp:
         )
         await self.app.start()
         self._progress(
-            f"stream: {topics.normalized_spans} -> {topics.aggregates}, {topics.alerts} "
+            f"stream: {topics.aggregate_inputs} -> {topics.aggregates}, {topics.alerts} "
             f"(windows {', '.join(f'{s}s' for s in self._config.window_seconds)}, "
             f"grace {self._config.grace_seconds}s, "
             f"{len(self._rules.rules) if self._rules else 0} alert rules)"
@@ -188,7 +192,8 @@ class StreamApp:
         )
         app.changelog_writes = writes = ChangelogWrites()
         raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "value_serializer": "raw"}
-        spans = app.topic(topics.normalized_spans, **raw)
+        inputs = app.topic(topics.aggregate_inputs, **raw)
+        dead_letters = app.topic(topics.dead_letter, **raw)
         partials = app.topic(topics.aggregate_partials, **raw)
         aggregates = app.topic(topics.aggregates, **raw)
         alerts = app.topic(topics.alerts, **raw)
@@ -221,7 +226,7 @@ class StreamApp:
         @app.on_partitions_revoked.connect  # type: ignore[arg-type]
         async def forget_revoked(_app: Any, revoked: set[Any], **_kwargs: Any) -> None:
             aggregator.forget_partitions(
-                {tp.partition for tp in revoked if tp.topic == topics.normalized_spans}
+                {tp.partition for tp in revoked if tp.topic == topics.aggregate_inputs}
             )
             if any(tp.topic == topics.aggregate_partials for tp in revoked):
                 merger.forget()
@@ -229,26 +234,35 @@ class StreamApp:
         telemetry = self.telemetry
         heartbeat = self._heartbeat
         batch_size, batch_wait = config.batch_max_messages, config.batch_max_wait_seconds
+        input_batch_size = config.input_batch_max_messages
 
-        @app.agent(spans, name="aggregate")
+        @app.agent(inputs, name="aggregate")
         async def aggregate(stream: Any) -> None:
-            async for events in stream.take_events(batch_size, within=batch_wait):
+            async for events in stream.take_events(input_batch_size, within=batch_wait):
                 records: list[tuple[int, int, AggregateSpan]] = []
                 for event in events:
                     message = event.message
+                    partition, offset = message.partition, message.offset
                     try:
-                        records.append(
-                            (message.partition, message.offset, decode_aggregate_span(event.value))
-                        )
-                    except (msgspec.DecodeError, msgspec.ValidationError) as error:
-                        telemetry.error(Stage.RECEIVING, "undecodable_span")
+                        spans = decode_aggregate_inputs(event.value or b"")  # None: tombstone
+                    except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as error:
+                        telemetry.error(Stage.RECEIVING, "undecodable_aggregate_inputs")
+                        telemetry.discarded(1, "dead_letter")
                         logger.warning(
-                            "skipping undecodable span at %s[%d]@%d: %s",
+                            "dead-lettering an undecodable aggregate inputs message at "
+                            "%s[%d]@%d: %s",
                             message.topic,
-                            message.partition,
-                            message.offset,
+                            partition,
+                            offset,
                             error,
                         )
+                        await dead_letters.send(
+                            key=message.key,
+                            value=event.value or b"",
+                            headers=_dead_letter_headers(message, f"undecodable: {error}"),
+                        )
+                        continue
+                    records.extend([(partition, offset, span) for span in spans])
                 telemetry.received(len(records), sum(len(e.value or b"") for e in events))
                 result = aggregator.process(records)
                 if result.late_spans:
@@ -379,6 +393,17 @@ def _observe_signal(evaluator: Any, value: bytes) -> None:
             )
     except (msgspec.DecodeError, msgspec.ValidationError) as error:
         logger.warning("skipping an undecodable alert signal: %s", error)
+
+
+def _dead_letter_headers(message: Any, reason: str) -> list[tuple[str, bytes]]:
+    """Why, which stage, where it was read: as the normalizer and sink label theirs."""
+    return [
+        (Header.DEAD_LETTER_REASON.value, reason[:2000].encode()),
+        (Header.DEAD_LETTER_STAGE.value, b"stream"),
+        (Header.DEAD_LETTER_SOURCE_TOPIC.value, str(message.topic).encode()),
+        ("llmtap.dead_letter.source_partition", str(message.partition).encode()),
+        ("llmtap.dead_letter.source_offset", str(message.offset).encode()),
+    ]
 
 
 class _CurrentPartition:

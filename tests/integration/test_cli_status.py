@@ -77,7 +77,7 @@ def test_lag_leaves_out_markers_and_aborted_records(kafka_broker: BrokerState) -
         kafka={"bootstrap_servers": bootstrap},  # type: ignore[arg-type]
         topics={"normalized_spans": f"status.normalized.{suffix}"},  # type: ignore[arg-type]
         sink={"consumer_group": f"status-sink-{suffix}"},  # type: ignore[arg-type]
-        processor={"stream": {"app_id": f"status-stream-{suffix}"}},  # type: ignore[arg-type]
+        processor={"risk": {"consumer_group": f"status-risk-{suffix}"}},  # type: ignore[arg-type]
     )
     topic = settings.topics.normalized_spans
     admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -93,10 +93,10 @@ def test_lag_leaves_out_markers_and_aborted_records(kafka_broker: BrokerState) -
         else:
             producer.flush(30)
             producer.abort_transaction(30)
-    # The sink's group read the 50 committed records; the stream's group read 30 of them.
+    # The sink's group read the 50 committed records; the risk stage's group read 30 of them.
     for group, offset in (
         (settings.sink.consumer_group, 50),
-        (settings.processor.stream.app_id, 30),
+        (settings.processor.risk.consumer_group, 30),
     ):
         consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
         consumer.commit(offsets=[TopicPartition(topic, 0, offset)], asynchronous=False)
@@ -104,7 +104,7 @@ def test_lag_leaves_out_markers_and_aborted_records(kafka_broker: BrokerState) -
 
     lags = {lag.stage: lag for lag in kafka_lag(settings)}
 
-    sink, aggregate = lags["sink"], lags["aggregate"]
-    assert sink.end_offsets == aggregate.end_offsets == 50 + 20 + 2  # two markers
+    sink, risk = lags["sink"], lags["risk"]
+    assert sink.end_offsets == risk.end_offsets == 50 + 20 + 2  # two markers
     assert (sink.committed, sink.unreadable, sink.lag) == (50, 22, 0)
-    assert (aggregate.committed, aggregate.unreadable, aggregate.lag) == (30, 0, 42)
+    assert (risk.committed, risk.unreadable, risk.lag) == (30, 0, 42)

@@ -83,25 +83,50 @@ def synthetic_spans(count: int, seed: int, start_seconds: int) -> list[LlmSpan]:
     return spans
 
 
-def produce_like_the_normalizer(settings: Settings, spans: list[LlmSpan]) -> None:
-    """With llmtap's producer settings (zstd batches, idempotent), as the normalizer writes."""
+def produce_like_the_normalizer(
+    settings: Settings, spans: list[LlmSpan], spans_per_batch: int = 100
+) -> None:
+    """With llmtap's producer settings (zstd batches, idempotent), as the normalizer writes:
+    every span to the normalized topic, and each batch's LLM calls in one message to the
+    aggregate inputs topic."""
     from confluent_kafka import Producer
 
     from llmtap.kafka import ensure_topics, producer_config
+    from llmtap.schemas.aggregate_inputs import (
+        aggregate_input_of,
+        encode_aggregate_inputs,
+        is_aggregated,
+    )
     from llmtap.schemas.llm_span import encode_span, span_key
-    from llmtap.schemas.topics import normalized_spans_topic
+    from llmtap.schemas.topics import aggregate_inputs_topic, normalized_spans_topic
 
     topics = settings.topics
-    ensure_topics(settings, [normalized_spans_topic(topics.normalized_spans, topics.partitions)])
+    ensure_topics(
+        settings,
+        [
+            normalized_spans_topic(topics.normalized_spans, topics.partitions),
+            aggregate_inputs_topic(topics.aggregate_inputs, topics.partitions),
+        ],
+    )
     failures: list[object] = []
+
+    def delivered(error: object, _message: object) -> None:
+        if error is not None:
+            failures.append(error)
+
     producer = Producer(producer_config(settings))
-    for span in spans:
-        producer.produce(
-            topics.normalized_spans,
-            value=encode_span(span),
-            key=span_key(span),
-            on_delivery=lambda error, _: error is not None and failures.append(error),
-        )
+    for start in range(0, len(spans), spans_per_batch):
+        batch = spans[start : start + spans_per_batch]
+        for span in batch:
+            producer.produce(
+                topics.normalized_spans,
+                value=encode_span(span),
+                key=span_key(span),
+                on_delivery=delivered,
+            )
+        inputs = [aggregate_input_of(span) for span in batch if is_aggregated(span)]
+        for value in encode_aggregate_inputs(inputs):
+            producer.produce(topics.aggregate_inputs, value=value, on_delivery=delivered)
         producer.poll(0)
     assert producer.flush(60) == 0
     assert failures == []
@@ -116,6 +141,7 @@ def stream_settings(bootstrap: str, tmp_path: Path, **clickhouse: Any) -> Settin
             "raw_spans": f"test.raw.{suffix}",
             "raw_logs": f"test.rawlogs.{suffix}",
             "normalized_spans": f"test.normalized.{suffix}",
+            "aggregate_inputs": f"test.inputs.{suffix}",
             "aggregate_partials": f"test.partials.{suffix}",
             "aggregates": f"test.aggregates.{suffix}",
             "alerts": f"test.alerts.{suffix}",

@@ -1,4 +1,5 @@
-"""The stream worker's committed offsets keep up with a transactional producer.
+"""The stream worker's committed offsets keep up with a transactional producer, and what it
+cannot read goes to the dead-letter topic.
 
 The normalizer writes spans in small Kafka transactions; each leaves a commit marker (an offset
 no consumer receives) in the topic. faust 0.15 mis-recorded the offsets skipped before a message
@@ -20,13 +21,12 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from llmtap.dev.kafka_broker import BrokerState
 from llmtap.kafka import ensure_topics
 from llmtap.processors.stream.app import StreamApp
-from llmtap.schemas.llm_span import encode_span, span_key
-from llmtap.schemas.topics import normalized_spans_topic
+from llmtap.schemas.aggregate_inputs import aggregate_input_of, encode_aggregate_inputs
+from llmtap.schemas.topics import aggregate_inputs_topic
 from llmtap.settings import Settings
 from tests.integration.processors.test_stream_aggregates import (
     AggregateReader,
     expected_minutes,
-    produce_like_the_normalizer,
     stream_settings,
     synthetic_spans,
 )
@@ -34,24 +34,26 @@ from tests.integration.processors.test_stream_aggregates import (
 pytestmark = pytest.mark.integration
 
 SPANS = 900
+OFFSET_HEADER = "llmtap.dead_letter.source_offset"
 PER_TRANSACTION = 6
 
 
 def _produce_in_small_transactions(settings: Settings, bootstrap: str, spans: list) -> None:
     topics = settings.topics
-    ensure_topics(settings, [normalized_spans_topic(topics.normalized_spans, topics.partitions)])
+    ensure_topics(settings, [aggregate_inputs_topic(topics.aggregate_inputs, topics.partitions)])
     producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": uuid.uuid4().hex})
     producer.init_transactions(30)
     for start in range(0, len(spans), PER_TRANSACTION):
         producer.begin_transaction()
-        for span in spans[start : start + PER_TRANSACTION]:
-            producer.produce(topics.normalized_spans, encode_span(span), key=span_key(span))
+        batch = [aggregate_input_of(s) for s in spans[start : start + PER_TRANSACTION]]
+        for value in encode_aggregate_inputs([span for span in batch if span.is_llm_call]):
+            producer.produce(topics.aggregate_inputs, value)
         producer.commit_transaction(30)
 
 
 def _unconsumed(settings: Settings, bootstrap: str) -> int:
     """Records after the aggregate group's committed offsets, not counting a final marker."""
-    topic = settings.topics.normalized_spans
+    topic = settings.topics.aggregate_inputs
     consumer = Consumer(
         {"bootstrap.servers": bootstrap, "group.id": settings.processor.stream.app_id}
     )
@@ -101,8 +103,8 @@ def test_committed_offsets_step_over_transaction_markers(
 
 
 def _committed_behind(settings: Settings, bootstrap: str) -> int:
-    """Records of the normalized topic after the aggregate group's committed offsets."""
-    topic = settings.topics.normalized_spans
+    """Records of the aggregate inputs topic after the aggregate group's committed offsets."""
+    topic = settings.topics.aggregate_inputs
     consumer = Consumer(
         {"bootstrap.servers": bootstrap, "group.id": settings.processor.stream.app_id}
     )
@@ -139,7 +141,16 @@ def test_offsets_are_committed_only_after_the_table_changes_are_acknowledged(
     bootstrap = kafka_broker.bootstrap_servers
     settings = stream_settings(bootstrap, tmp_path)
     spans = synthetic_spans(200, seed=8, start_seconds=int(time.time()) - 300)
-    produce_like_the_normalizer(settings, spans)
+    ensure_topics(
+        settings,
+        [aggregate_inputs_topic(settings.topics.aggregate_inputs, settings.topics.partitions)],
+    )
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for start in range(0, len(spans), 10):  # messages of 10 spans in all 3 partitions
+        batch = [aggregate_input_of(span) for span in spans[start : start + 10]]
+        for value in encode_aggregate_inputs(batch):
+            producer.produce(settings.topics.aggregate_inputs, value, partition=start // 10 % 3)
+    assert producer.flush(30) == 0
 
     async def scenario() -> tuple[int, int]:
         app = StreamApp(settings)
@@ -184,3 +195,62 @@ def test_offsets_are_committed_only_after_the_table_changes_are_acknowledged(
     assert queued > 0
     # Every change made for the committed offsets is in Kafka by the time they are committed.
     assert stored == queued, f"{queued - stored} of {queued} table changes not yet written"
+
+
+def test_an_undecodable_inputs_message_is_dead_lettered_and_the_rest_counted(
+    kafka_broker: BrokerState, tmp_path: Path
+) -> None:
+    bootstrap = kafka_broker.bootstrap_servers
+    settings = stream_settings(bootstrap, tmp_path)
+    topics = settings.topics
+    spans = synthetic_spans(300, seed=9, start_seconds=int(time.time()) - 300)
+    garbage = b"\x91\xc1 not an aggregate inputs message"
+
+    def produce() -> None:
+        ensure_topics(
+            settings, [aggregate_inputs_topic(topics.aggregate_inputs, topics.partitions)]
+        )
+        producer = Producer({"bootstrap.servers": bootstrap})
+        producer.produce(topics.aggregate_inputs, garbage, key=b"bad", partition=0)
+        producer.produce(topics.aggregate_inputs, None, key=b"tombstone", partition=0)
+        for value in encode_aggregate_inputs([aggregate_input_of(span) for span in spans]):
+            producer.produce(topics.aggregate_inputs, value, partition=0)
+        assert producer.flush(30) == 0
+
+    async def scenario() -> None:
+        app = StreamApp(settings)
+        await app.start()
+        try:
+            await asyncio.to_thread(produce)
+            reader = AggregateReader(bootstrap, topics.aggregates)
+            try:
+                await asyncio.to_thread(reader.wait_for, expected_minutes(spans), 90)
+            finally:
+                reader.close()
+        finally:
+            await app.stop()
+
+    asyncio.run(scenario())
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": uuid.uuid4().hex,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([topics.dead_letter])
+    letters = []
+    deadline = time.monotonic() + 30
+    while len(letters) < 2 and time.monotonic() < deadline:
+        letters += [m for m in consumer.consume(10, 1.0) if m.error() is None]
+    consumer.close()
+    letters.sort(key=lambda letter: int(dict(letter.headers() or [])[OFFSET_HEADER]))
+    assert [(letter.key(), letter.value()) for letter in letters] == [
+        (b"bad", garbage),
+        (b"tombstone", b""),
+    ]
+    headers = dict(letters[0].headers() or [])
+    assert headers["llmtap.dead_letter.stage"] == b"stream"
+    assert headers["llmtap.dead_letter.reason"].startswith(b"undecodable: ")
+    assert headers["llmtap.dead_letter.source_topic"] == topics.aggregate_inputs.encode()
+    assert headers[OFFSET_HEADER] == b"0"

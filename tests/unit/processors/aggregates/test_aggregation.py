@@ -6,13 +6,13 @@ import random
 import time
 from decimal import Decimal
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llmtap.processors.aggregates.accumulator import (
     Accumulator,
-    decode_aggregate_span,
     new_sketch,
     quantile,
     sketch_from_bytes,
@@ -20,6 +20,13 @@ from llmtap.processors.aggregates.accumulator import (
 )
 from llmtap.processors.aggregates.merge import PartialMerger, merge_partials
 from llmtap.processors.aggregates.windows import WindowConfig, WindowedAggregator, window_start_of
+from llmtap.schemas.aggregate_inputs import (
+    MAX_SPANS_PER_MESSAGE,
+    aggregate_input_of,
+    decode_aggregate_inputs,
+    decode_aggregate_span,
+    encode_aggregate_inputs,
+)
 from llmtap.schemas.aggregates import (
     DIMENSION_SETS,
     Aggregate,
@@ -140,8 +147,12 @@ def run_pipeline(
     replayed = [record for record in records if record[1] >= replay_from.get(record[0], cut)]
     position = 0
     for size in [*batches[1:], len(replayed)]:
-        deliver(aggregator, replayed[position : position + size])
-        position += size
+        end = position + size
+        # a message (one partition and offset) is never split between batches
+        while 0 < end < len(replayed) and replayed[end][:2] == replayed[end - 1][:2]:
+            end += 1
+        deliver(aggregator, replayed[position:end])
+        position = end
     # Partials go through the merger twice and shuffled, with a merger restart (state read
     # back from its store) half way: the result must not change.
     doubled = partials + partials
@@ -175,6 +186,32 @@ def test_replays_and_duplicate_partials_count_every_span_once(seed: int, first_b
         for partition in offsets
     }
     merged = run_pipeline(records, [first_batch, 17, 40], replay_from)
+    assert merged_minutes(merged) == totals_by_minute(spans)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(min_value=0, max_value=10_000), st.integers(min_value=1, max_value=60))
+def test_messages_of_many_spans_count_every_span_once(seed: int, first_messages: int) -> None:
+    """Aggregate inputs messages hold several spans under one offset: each span of a message
+    is added once, and a message read again after a crash is skipped whole."""
+    rng = random.Random(seed)
+    spans = [make_span(rng, NOW - rng.randint(0, 300)) for _ in range(200)]
+    messages: list[list[tuple[int, int, LlmSpan]]] = []
+    offsets = {0: 0, 1: 0, 2: 0}
+    position = 0
+    while position < len(spans):
+        size, partition = rng.randint(1, 8), rng.randint(0, 2)
+        batch = spans[position : position + size]
+        messages.append([(partition, offsets[partition], span) for span in batch])
+        offsets[partition] += 1
+        position += size
+    records = [record for message in messages for record in message]
+    processed = [record for message in messages[:first_messages] for record in message]
+    replay_from = {
+        partition: rng.randint(0, max([o for p, o, _ in processed if p == partition] + [0]))
+        for partition in offsets
+    }
+    merged = run_pipeline(records, [len(processed), 17, 40], replay_from)
     assert merged_minutes(merged) == totals_by_minute(spans)
 
 
@@ -238,6 +275,41 @@ def test_aggregation_reads_the_normalized_span_encoding() -> None:
     assert decoded.is_llm_call
     assert decoded.usage == span.usage
     assert decoded.cost == span.cost
+
+
+def test_aggregate_inputs_carry_what_the_normalized_span_encoding_gives() -> None:
+    rng = random.Random(3)
+    spans = [make_span(rng, NOW, time_to_first_token_ms=120.5) for _ in range(5)]
+    inputs = [aggregate_input_of(span) for span in spans]
+    (value,) = encode_aggregate_inputs(inputs)
+    assert decode_aggregate_inputs(value) == [decode_aggregate_span(encode_span(s)) for s in spans]
+
+
+def test_aggregate_inputs_are_split_into_bounded_messages() -> None:
+    span = aggregate_input_of(make_span(random.Random(4), NOW))
+    values = encode_aggregate_inputs([span] * (2 * MAX_SPANS_PER_MESSAGE + 1))
+    assert [len(decode_aggregate_inputs(value)) for value in values] == [
+        MAX_SPANS_PER_MESSAGE,
+        MAX_SPANS_PER_MESSAGE,
+        1,
+    ]
+    assert encode_aggregate_inputs([]) == []
+    # long (hostile) names: split by size too, nothing lost, order kept
+    named = [
+        aggregate_input_of(make_span(random.Random(index), NOW, user_id=f"{index}:" + "u" * 5000))
+        for index in range(300)
+    ]
+    values = encode_aggregate_inputs(named, max_bytes=100_000)
+    assert len(values) > 1
+    assert all(len(value) <= 100_000 for value in values)
+    assert [span for value in values for span in decode_aggregate_inputs(value)] == named
+    (alone,) = encode_aggregate_inputs(named[:1], max_bytes=100)  # one span: its own message
+    assert decode_aggregate_inputs(alone) == named[:1]
+    too_long = msgspec.msgpack.encode([span] * (MAX_SPANS_PER_MESSAGE + 1))
+    with pytest.raises(ValueError, match="at most"):
+        decode_aggregate_inputs(too_long)
+    with pytest.raises(msgspec.DecodeError):
+        decode_aggregate_inputs(b"\x91\xc1")
 
 
 def test_per_user_totals_are_kept_for_the_shortest_window_only() -> None:
