@@ -11,12 +11,14 @@ run here on a private Kafka broker on the same machine, with the real role code:
   that span of time. The stream worker commits every 2 s (its default), so short runs read
   low: keep ``--requests`` at 1,000 or more. Baseline in the same run: a plain confluent-kafka consumer (partitions
   assigned, no group join) reading and protobuf-decoding the same messages.
+  ``--split`` runs the normalizer and the stream worker as two processes instead, as
+  docker-compose.yml does (CPU is then both processes' /proc times).
 - pure aggregation cost: the two aggregation stages alone, in-process, on the same spans.
 - alert latency: a cost-budget rule per tenant; each breach is one expensive span for a new
   tenant, produced to the aggregate inputs topic; latency is produce → webhook request
   received.
 
-    .venv/bin/python bench/stream.py [--requests 1000] [--repeats 3] [--breaches 20]
+    .venv/bin/python bench/stream.py [--requests 1000] [--repeats 3] [--breaches 20] [--split]
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +38,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import yaml
 from aiohttp import web
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -66,10 +71,15 @@ def cpu_seconds() -> float:
 
 
 def bench_settings(bootstrap: str, root: Path, **processor: Any) -> Settings:
+    return Settings.model_validate(bench_config(bootstrap, root, **processor))
+
+
+def bench_config(bootstrap: str, root: Path, **processor: Any) -> dict[str, Any]:
+    """The settings as a config file holds them (``--split`` passes them to its processes)."""
     suffix = uuid.uuid4().hex[:8]
-    return Settings(
-        data_dir=root,
-        kafka={"bootstrap_servers": bootstrap},  # type: ignore[arg-type]
+    return dict(
+        data_dir=str(root),
+        kafka={"bootstrap_servers": bootstrap},
         topics={
             "raw_spans": f"bench.raw.{suffix}",
             "raw_logs": f"bench.rawlogs.{suffix}",
@@ -80,7 +90,7 @@ def bench_settings(bootstrap: str, root: Path, **processor: Any) -> Settings:
             "alerts": f"bench.alerts.{suffix}",
             "dead_letter": f"bench.dead.{suffix}",
             "partitions": 6,
-        },  # type: ignore[arg-type]
+        },
         processor={
             "consumer_group": f"bench-normalizer-{suffix}",
             "stream": {"app_id": f"bench-stream-{suffix}"},
@@ -88,7 +98,7 @@ def bench_settings(bootstrap: str, root: Path, **processor: Any) -> Settings:
             "risk": {"enabled": False},
             "drift": {"enabled": False},
             **processor,
-        },  # type: ignore[arg-type]
+        },
     )
 
 
@@ -190,6 +200,52 @@ async def processor_drain(settings: Settings) -> tuple[float, float]:
         return time.perf_counter() - started, cpu_seconds() - cpu
     finally:
         await role.stop()
+        watch.close()
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc (the fields after its name)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def processor_drain_split(config: dict[str, Any], root: Path) -> tuple[float, float]:
+    """As :func:`processor_drain`, with the normalizer and the stream worker in two processes
+    (``llmtap processor --stages normalize`` and ``--stages stream``, as docker-compose.yml
+    runs them); CPU is the sum of both."""
+    settings = Settings.model_validate(config)
+    config_file = root / f"llmtap-{settings.processor.stream.app_id}.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    env = {key: value for key, value in os.environ.items() if not key.startswith("LLMTAP_")}
+    env["LLMTAP_CONFIG_FILE"] = str(config_file)
+    watch = _DrainWatch(settings)
+    processes = []
+    try:
+        for stages in ("normalize", "stream"):
+            log = (root / f"{settings.processor.stream.app_id}-{stages}.log").open("w")
+            processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "llmtap", "processor", "--stages", stages],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                )
+            )
+        _wait_assigned(
+            settings.kafka.bootstrap_servers,
+            [settings.processor.consumer_group, settings.processor.stream.app_id],
+        )
+        started = time.perf_counter()
+        cpu = sum(process_cpu_seconds(process.pid) for process in processes)
+        asyncio.run(_drained(watch, settings.topics.partitions))
+        cpu = sum(process_cpu_seconds(process.pid) for process in processes) - cpu
+        return time.perf_counter() - started, cpu
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(60)
         watch.close()
 
 
@@ -318,6 +374,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000, help="100-span requests per repeat")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--breaches", type=int, default=20)
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="normalizer and stream worker as two processes (as docker-compose.yml runs them)",
+    )
     args = parser.parse_args()
 
     rng = random.Random(11)
@@ -355,7 +416,8 @@ def main() -> None:
                 "aggregation_cpu_us_per_span": [],
             }
             for repeat in range(args.repeats):
-                settings = bench_settings(state.bootstrap_servers, root)
+                config = bench_config(state.bootstrap_servers, root)
+                settings = Settings.model_validate(config)
                 produce(
                     state.bootstrap_servers, settings.topics.raw_spans, [(None, b) for b in bodies]
                 )
@@ -364,7 +426,10 @@ def main() -> None:
                 )
                 runs["baseline_spans_per_s"].append(spans / wall)
                 runs["baseline_cpu_us_per_span"].append(cpu / spans * 1e6)
-                wall, cpu = asyncio.run(processor_drain(settings))
+                if args.split:
+                    wall, cpu = processor_drain_split(config, root)
+                else:
+                    wall, cpu = asyncio.run(processor_drain(settings))
                 runs["processor_spans_per_s"].append(spans / wall)
                 runs["processor_cpu_us_per_span"].append(cpu / spans * 1e6)
                 runs["aggregation_cpu_us_per_span"].append(aggregation_only(inputs, spans))
@@ -386,6 +451,7 @@ def main() -> None:
     print(f"{'measure':<44}{'median':>14}")
     print(
         f"{'processor (normalize + aggregate) spans/s':<44}{medians['processor_spans_per_s']:>14,.0f}"
+        + ("  (2 processes)" if args.split else "")
     )
     print(f"{'processor CPU-µs/span':<44}{medians['processor_cpu_us_per_span']:>14.1f}")
     print(

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 import zlib
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
@@ -237,6 +237,30 @@ class WindowedAggregator:
                 _Clock(self._clocks[partition])
             )
             result.evicted.extend(self._evict(partition, now))
+        return result
+
+    def process_messages(
+        self,
+        messages: Iterable[tuple[int, int, Sequence[AggregateSpan | LlmSpan]]],
+        now_seconds: float | None = None,
+    ) -> BatchResult:
+        """Apply ``(partition, offset, spans)`` messages, each message once.
+
+        After a rebalance the consumer seeks back to its committed offset and fetches again,
+        so one batch can hold a message twice. :meth:`process` cannot tell a message read
+        twice from the many spans of one message, and would add the repeat's spans again.
+        """
+        seen: set[tuple[int, int]] = set()
+        records: list[tuple[int, int, AggregateSpan | LlmSpan]] = []
+        repeated = 0
+        for partition, offset, spans in messages:
+            if (partition, offset) in seen:
+                repeated += 1
+                continue
+            seen.add((partition, offset))
+            records.extend([(partition, offset, span) for span in spans])
+        result = self.process(records, now_seconds)
+        result.skipped_replayed += repeated
         return result
 
     def forget_partitions(self, partitions: Iterable[int]) -> None:

@@ -239,10 +239,14 @@ class StreamApp:
         @app.agent(inputs, name="aggregate")
         async def aggregate(stream: Any) -> None:
             async for events in stream.take_events(input_batch_size, within=batch_wait):
-                records: list[tuple[int, int, AggregateSpan]] = []
+                messages: list[tuple[int, int, list[AggregateSpan]]] = []
+                seen: set[tuple[int, int]] = set()
                 for event in events:
                     message = event.message
                     partition, offset = message.partition, message.offset
+                    if (partition, offset) in seen:
+                        continue  # fetched again in this batch after a rebalance's seek
+                    seen.add((partition, offset))
                     try:
                         spans = decode_aggregate_inputs(event.value or b"")  # None: tombstone
                     except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as error:
@@ -262,9 +266,12 @@ class StreamApp:
                             headers=_dead_letter_headers(message, f"undecodable: {error}"),
                         )
                         continue
-                    records.extend([(partition, offset, span) for span in spans])
-                telemetry.received(len(records), sum(len(e.value or b"") for e in events))
-                result = aggregator.process(records)
+                    messages.append((partition, offset, spans))
+                telemetry.received(
+                    sum(len(spans) for _, _, spans in messages),
+                    sum(len(e.value or b"") for e in events),
+                )
+                result = aggregator.process_messages(messages)
                 if result.late_spans:
                     telemetry.discarded(result.late_spans, "late")
                 # One message per destination partition and batch, not one per window: the

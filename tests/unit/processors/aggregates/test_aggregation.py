@@ -215,6 +215,32 @@ def test_messages_of_many_spans_count_every_span_once(seed: int, first_messages:
     assert merged_minutes(merged) == totals_by_minute(spans)
 
 
+@settings(max_examples=25, deadline=None)
+@given(st.integers(min_value=0, max_value=10_000))
+def test_a_message_delivered_twice_in_one_batch_counts_once(seed: int) -> None:
+    """After a rebalance the consumer seeks back to the committed offset and fetches again:
+    one batch can then hold a message, later messages, and the same message again (the
+    SIGKILL fault test double counted one message's spans this way)."""
+    rng = random.Random(seed)
+    spans = [make_span(rng, NOW - rng.randint(0, 300)) for _ in range(120)]
+    messages: list[tuple[int, int, list[LlmSpan]]] = []
+    offsets = {0: 0, 1: 0}
+    position = 0
+    while position < len(spans):
+        size, partition = rng.randint(1, 6), rng.randint(0, 1)
+        messages.append((partition, offsets[partition], spans[position : position + size]))
+        offsets[partition] += 1
+        position += size
+    cut = rng.randint(1, len(messages))
+    seek_back = rng.randint(0, cut - 1)
+    aggregator = WindowedAggregator(WindowConfig(grace_seconds=3600), {})
+    merged: dict[str, Aggregate] = {}
+    result = aggregator.process_messages(messages[:cut] + messages[seek_back:], now_seconds=NOW)
+    for aggregate in PartialMerger({}).process(result.changed, now_seconds=NOW):
+        merged[aggregate.window_key] = aggregate
+    assert merged_minutes(merged) == totals_by_minute(spans)
+
+
 def test_late_spans_are_counted_not_merged() -> None:
     rng = random.Random(1)
     aggregator = WindowedAggregator(WindowConfig(grace_seconds=60), {})
