@@ -237,10 +237,15 @@ def processor_drain_split(config: dict[str, Any], root: Path) -> tuple[float, fl
             [settings.processor.consumer_group, settings.processor.stream.app_id],
         )
         started = time.perf_counter()
-        cpu = sum(process_cpu_seconds(process.pid) for process in processes)
+        before = [process_cpu_seconds(process.pid) for process in processes]
         asyncio.run(_drained(watch, settings.topics.partitions))
-        cpu = sum(process_cpu_seconds(process.pid) for process in processes) - cpu
-        return time.perf_counter() - started, cpu
+        wall = time.perf_counter() - started
+        used = [process_cpu_seconds(p.pid) - b for p, b in zip(processes, before, strict=True)]
+        print(
+            f"  normalizer process {used[0] / wall:.0%} of a core, "
+            f"stream process {used[1] / wall:.0%} over {wall:.1f} s"
+        )
+        return wall, sum(used)
     finally:
         for process in processes:
             process.terminate()
@@ -375,6 +380,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--breaches", type=int, default=20)
     parser.add_argument(
+        "--normalizer-batch",
+        type=int,
+        default=None,
+        help="raw messages per normalizer transaction (default: the setting's default)",
+    )
+    parser.add_argument(
         "--split",
         action="store_true",
         help="normalizer and stream worker as two processes (as docker-compose.yml runs them)",
@@ -416,7 +427,10 @@ def main() -> None:
                 "aggregation_cpu_us_per_span": [],
             }
             for repeat in range(args.repeats):
-                config = bench_config(state.bootstrap_servers, root)
+                overrides: dict[str, Any] = {}
+                if args.normalizer_batch is not None:
+                    overrides["batch_max_messages"] = args.normalizer_batch
+                config = bench_config(state.bootstrap_servers, root, **overrides)
                 settings = Settings.model_validate(config)
                 produce(
                     state.bootstrap_servers, settings.topics.raw_spans, [(None, b) for b in bodies]

@@ -210,9 +210,10 @@ PROCESSOR_STAGES = ("normalize", "stream", "risk", "drift")
     "--stages",
     metavar="LIST",
     help=(
-        f"Comma-separated stages to run in this process, of {', '.join(PROCESSOR_STAGES)} "
-        "(default: every stage enabled in the settings). Run `--stages normalize,risk,drift` "
-        "and `--stages stream` as two processes to use two cores."
+        f"Comma-separated stages to run in this process, of {', '.join(PROCESSOR_STAGES)}; "
+        "a stage turned off in the settings stays off (default: every stage enabled in the "
+        "settings). Run `--stages normalize,risk,drift` and `--stages stream` as two "
+        "processes to use two cores."
     ),
 )
 @pass_state
@@ -234,12 +235,25 @@ def _with_processor_stages(settings: Settings, stages: str) -> Settings:
             param_hint="--stages",
         )
     current = settings.processor
+    # The split into processes is a deployment's choice, turning a stage on or off is the
+    # settings': docker-compose.yml names every stage, and must still honour
+    # LLMTAP_PROCESSOR__RISK__ENABLED=false.
+    enabled = {
+        "normalize": (current.normalizer_enabled, "processor.normalizer_enabled"),
+        "stream": (current.stream.enabled, "processor.stream.enabled"),
+        "risk": (current.risk.enabled, "processor.risk.enabled"),
+        "drift": (current.drift.enabled, "processor.drift.enabled"),
+    }
+    for name in PROCESSOR_STAGES:
+        if name in chosen and not enabled[name][0]:
+            progress(f"--stages: {name} not run, it is off in the settings ({enabled[name][1]})")
+    run = {name for name in chosen if enabled[name][0]}
     processor = current.model_copy(
         update={
-            "normalizer_enabled": "normalize" in chosen,
-            "stream": current.stream.model_copy(update={"enabled": "stream" in chosen}),
-            "risk": current.risk.model_copy(update={"enabled": "risk" in chosen}),
-            "drift": current.drift.model_copy(update={"enabled": "drift" in chosen}),
+            "normalizer_enabled": "normalize" in run,
+            "stream": current.stream.model_copy(update={"enabled": "stream" in run}),
+            "risk": current.risk.model_copy(update={"enabled": "risk" in run}),
+            "drift": current.drift.model_copy(update={"enabled": "drift" in run}),
         }
     )
     return settings.model_copy(update={"processor": processor})

@@ -169,10 +169,27 @@ def test_processor_stages_choose_what_the_process_runs(tmp_path: Path) -> None:
         False,
         False,
     )
-    # named stages run even where the settings turned them off; the other settings stay
-    rest = _with_processor_stages(settings, " normalize, drift ").processor
-    assert (rest.normalizer_enabled, rest.stream.enabled, rest.drift.enabled) == (True, False, True)
+    # a named stage that the settings turned off stays off (docker-compose.yml names them
+    # all); the other settings stay
+    rest = _with_processor_stages(settings, " normalize, risk, drift ").processor
+    chosen = (rest.normalizer_enabled, rest.stream.enabled, rest.risk.enabled, rest.drift.enabled)
+    assert chosen == (True, False, True, False)
     assert rest.stream.app_id == settings.processor.stream.app_id
+
+
+def test_processor_stages_say_which_named_stage_the_settings_keep_off(tmp_path: Path) -> None:
+    result = run_cli(
+        "processor",
+        "--stages",
+        "drift",
+        env={"LLMTAP_PROCESSOR__DRIFT__ENABLED": "false"},
+        cwd=tmp_path,
+    )
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "drift not run, it is off in the settings (processor.drift.enabled)" in output
+    assert "no stage to run" in output
+    assert "Traceback" not in output
 
 
 def test_processor_stages_reject_unknown_names_before_starting(tmp_path: Path) -> None:
