@@ -80,8 +80,8 @@ ROLES = ("sink", "processor", "collector")
 # --split-processor: as docker-compose.yml runs them, the stream worker in a process of its own
 SPLIT_ROLES = ("sink", "stream", "processor", "collector")
 SPLIT_COMMANDS = {
-    "processor": ["processor", "--stages", "normalize,risk,drift"],
-    "stream": ["processor", "--stages", "stream"],
+    "processor": ["processor", "--stages", "normalize,risk"],
+    "stream": ["processor", "--stages", "stream,drift"],
 }
 # stage -> the process that runs it (llmtap.status.kafka_lag's stage names)
 STAGE_PROCESS = {
@@ -628,7 +628,7 @@ class ModeRun:
         role = STAGE_PROCESS.get(bottleneck or "", "processor")
         if (
             role == "processor"
-            and bottleneck in ("aggregate", "merge")
+            and bottleneck in ("aggregate", "merge", "drift")
             and "stream" in self.pipeline.roles
         ):
             role = "stream"

@@ -212,7 +212,7 @@ PROCESSOR_STAGES = ("normalize", "stream", "risk", "drift")
     help=(
         f"Comma-separated stages to run in this process, of {', '.join(PROCESSOR_STAGES)}; "
         "a stage turned off in the settings stays off (default: every stage enabled in the "
-        "settings). Run `--stages normalize,risk,drift` and `--stages stream` as two "
+        "settings). Run `--stages normalize,risk` and `--stages stream,drift` as two "
         "processes to use two cores."
     ),
 )

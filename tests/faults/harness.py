@@ -42,8 +42,8 @@ ROLES = ("collector", "processor", "sink")
 # As docker-compose.yml runs them: the stream worker in a process of its own.
 SPLIT_ROLES = ("collector", "processor", "stream", "sink")
 _SPLIT_COMMANDS = {
-    "processor": ["processor", "--stages", "normalize,risk,drift"],
-    "stream": ["processor", "--stages", "stream"],
+    "processor": ["processor", "--stages", "normalize,risk"],
+    "stream": ["processor", "--stages", "stream,drift"],
 }
 SERVICES = ("chat", "search", "support", "billing")
 MODELS = ("gpt-4o-mini", "gpt-4o", "claude-3-5-haiku-20241022")
