@@ -51,24 +51,29 @@ def _produce_in_small_transactions(settings: Settings, bootstrap: str, spans: li
         producer.commit_transaction(30)
 
 
-def _unconsumed(settings: Settings, bootstrap: str) -> int:
-    """Records after the aggregate group's committed offsets, not counting a final marker."""
+def _committed_and_end(settings: Settings, bootstrap: str) -> list[tuple[int, int]]:
+    """(committed offset, high watermark) of each aggregate inputs partition for the worker."""
     topic = settings.topics.aggregate_inputs
     consumer = Consumer(
         {"bootstrap.servers": bootstrap, "group.id": settings.processor.stream.app_id}
     )
     try:
         partitions = [TopicPartition(topic, p) for p in range(settings.topics.partitions)]
-        committed = consumer.committed(partitions, timeout=10)
-        behind = 0
-        for tp in committed:
-            _low, high = consumer.get_watermark_offsets(tp, timeout=10)
-            # The high watermark sits after the last transaction's commit marker, which is
-            # never delivered and so never acked: one offset per partition stays uncommitted.
-            behind += max(0, high - 1 - max(tp.offset, 0))
-        return behind
+        return [
+            (max(tp.offset, 0), consumer.get_watermark_offsets(tp, timeout=10)[1])
+            for tp in consumer.committed(partitions, timeout=10)
+        ]
     finally:
         consumer.close()
+
+
+def _unconsumed(settings: Settings, bootstrap: str) -> int:
+    """Records after the aggregate group's committed offsets, not counting a final marker."""
+    # The high watermark sits after the last transaction's commit marker, which is never
+    # delivered and so never acked: one offset per partition stays uncommitted.
+    return sum(
+        max(0, high - 1 - committed) for committed, high in _committed_and_end(settings, bootstrap)
+    )
 
 
 def test_committed_offsets_step_over_transaction_markers(
@@ -104,19 +109,7 @@ def test_committed_offsets_step_over_transaction_markers(
 
 def _committed_behind(settings: Settings, bootstrap: str) -> int:
     """Records of the aggregate inputs topic after the aggregate group's committed offsets."""
-    topic = settings.topics.aggregate_inputs
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": settings.processor.stream.app_id}
-    )
-    try:
-        partitions = [TopicPartition(topic, p) for p in range(settings.topics.partitions)]
-        behind = 0
-        for tp in consumer.committed(partitions, timeout=10):
-            _low, high = consumer.get_watermark_offsets(tp, timeout=10)
-            behind += high - max(tp.offset, 0)
-        return behind
-    finally:
-        consumer.close()
+    return sum(high - committed for committed, high in _committed_and_end(settings, bootstrap))
 
 
 def _records_in(bootstrap: str, topic: str, partitions: int) -> int:
