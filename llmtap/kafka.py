@@ -237,15 +237,27 @@ def dead_letter_headers(
 
     ``keep_source_headers`` keeps the message's own headers first (tenant, encoding, ...).
     """
+    return [
+        *((message.headers() or []) if keep_source_headers else []),
+        *dead_letter_position_headers(
+            reason, stage, message.topic(), message.partition(), message.offset()
+        ),
+    ]
+
+
+def dead_letter_position_headers(
+    reason: str, stage: str, topic: str, partition: int, offset: int
+) -> list[tuple[str, Any]]:
+    """Why, which stage, where it was read: for a client whose messages are not
+    confluent-kafka's (the faust stream worker's)."""
     from llmtap.schemas.topics import Header
 
     return [
-        *((message.headers() or []) if keep_source_headers else []),
         (Header.DEAD_LETTER_REASON.value, reason[:2000].encode()),
         (Header.DEAD_LETTER_STAGE.value, stage.encode()),
-        (Header.DEAD_LETTER_SOURCE_TOPIC.value, str(message.topic()).encode()),
-        ("llmtap.dead_letter.source_partition", str(message.partition()).encode()),
-        ("llmtap.dead_letter.source_offset", str(message.offset()).encode()),
+        (Header.DEAD_LETTER_SOURCE_TOPIC.value, str(topic).encode()),
+        ("llmtap.dead_letter.source_partition", str(partition).encode()),
+        ("llmtap.dead_letter.source_offset", str(offset).encode()),
     ]
 
 

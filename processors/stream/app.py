@@ -38,7 +38,12 @@ import msgspec
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from llmtap.heartbeat import Heartbeat
-from llmtap.kafka import ensure_topics, partition_count, resolve_bootstrap_servers
+from llmtap.kafka import (
+    dead_letter_position_headers,
+    ensure_topics,
+    partition_count,
+    resolve_bootstrap_servers,
+)
 from llmtap.processors.aggregates.merge import PartialMerger
 from llmtap.processors.aggregates.windows import WindowConfig, WindowedAggregator
 from llmtap.processors.stream.table_store import ChangelogWrites, FaustTableStore
@@ -52,7 +57,6 @@ from llmtap.schemas.aggregates import (
 from llmtap.schemas.drift import decode_drift_result
 from llmtap.schemas.scores import decode_score
 from llmtap.schemas.topics import (
-    Header,
     aggregate_inputs_topic,
     aggregate_partials_topic,
     aggregates_topic,
@@ -263,7 +267,9 @@ class StreamApp:
                         await dead_letters.send(
                             key=message.key,
                             value=event.value or b"",
-                            headers=_dead_letter_headers(message, f"undecodable: {error}"),
+                            headers=dead_letter_position_headers(
+                                f"undecodable: {error}", "stream", message.topic, partition, offset
+                            ),
                         )
                         continue
                     messages.append((partition, offset, spans))
@@ -400,17 +406,6 @@ def _observe_signal(evaluator: Any, value: bytes) -> None:
             )
     except (msgspec.DecodeError, msgspec.ValidationError) as error:
         logger.warning("skipping an undecodable alert signal: %s", error)
-
-
-def _dead_letter_headers(message: Any, reason: str) -> list[tuple[str, bytes]]:
-    """Why, which stage, where it was read: as the normalizer and sink label theirs."""
-    return [
-        (Header.DEAD_LETTER_REASON.value, reason[:2000].encode()),
-        (Header.DEAD_LETTER_STAGE.value, b"stream"),
-        (Header.DEAD_LETTER_SOURCE_TOPIC.value, str(message.topic).encode()),
-        ("llmtap.dead_letter.source_partition", str(message.partition).encode()),
-        ("llmtap.dead_letter.source_offset", str(message.offset).encode()),
-    ]
 
 
 class _CurrentPartition:
