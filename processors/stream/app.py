@@ -208,7 +208,11 @@ class StreamApp:
         merge_table = app.Table("aggregate-merge", partitions=topics.partitions, **table_options)
         alert_table = app.Table("alert-state", partitions=1, **table_options)
 
-        window_store = FaustTableStore(window_table, lambda key: int(key.split("|", 1)[0]), writes)
+        # The aggregation tables change with every batch, their buckets rewritten whole: their
+        # changelog records wait for the commit, one per bucket with its last value.
+        window_store = FaustTableStore(
+            window_table, lambda key: int(key.split("|", 1)[0]), writes, coalesce=True
+        )
         aggregator = WindowedAggregator(
             WindowConfig(
                 window_seconds=config.window_seconds,
@@ -220,7 +224,8 @@ class StreamApp:
         )
         merge_partition = _CurrentPartition()
         merger = PartialMerger(
-            FaustTableStore(merge_table, merge_partition.of, writes), config.retention_seconds
+            FaustTableStore(merge_table, merge_partition.of, writes, coalesce=True),
+            config.retention_seconds,
         )
         self._rules, self._evaluator = self._alerting(alert_table, writes)
 
@@ -229,6 +234,9 @@ class StreamApp:
         # the cache would write back totals without the other worker's spans.
         @app.on_partitions_revoked.connect  # type: ignore[arg-type]
         async def forget_revoked(_app: Any, revoked: set[Any], **_kwargs: Any) -> None:
+            # faust committed before this signal, which sent what the tables held back; any
+            # change since must be in Kafka before another worker recovers these partitions.
+            await writes.wait()
             aggregator.forget_partitions(
                 {tp.partition for tp in revoked if tp.topic == topics.aggregate_inputs}
             )

@@ -5,6 +5,11 @@ worker their state lives in faust tables so a restarted or rebalanced worker rec
 the changelog. faust infers a changelog partition from the event being processed, which does
 not exist when a whole batch is processed at once (``take_events``), so this adapter names the
 partition itself: each key's partition is decided by the caller.
+
+A store may hold its changelog records back until the next commit (``coalesce``), as Kafka
+Streams' record cache does: a key changed by every batch between two commits is written once,
+with its last value. The recovered state is then the state at a commit, and the changelog
+carries a fraction of the bytes (the aggregation buckets are rewritten whole on each change).
 """
 
 from __future__ import annotations
@@ -26,15 +31,27 @@ class ChangelogWrites:
 
     def __init__(self) -> None:
         self._pending: list[asyncio.Future[Any]] = []
+        self._held_back: list[Callable[[], None]] = []
 
     def add(self, future: asyncio.Future[Any]) -> None:
         self._pending.append(future)
 
+    def hold_back(self, flush: Callable[[], None]) -> None:
+        """Register a store's ``flush``: it sends what the store held back, before each wait."""
+        self._held_back.append(flush)
+
     def __len__(self) -> int:
         return len(self._pending)
 
+    def flush(self) -> None:
+        """Send every record the coalescing stores hold back (their futures join the pending)."""
+        for flush in self._held_back:
+            flush()
+
     async def wait(self) -> None:
-        """Return once every record added so far is acknowledged; a failed send raises."""
+        """Send what is held back, then return once every record so far is acknowledged; a
+        failed send raises."""
+        self.flush()
         pending, self._pending = self._pending, []
         try:
             await asyncio.gather(*pending)
@@ -46,17 +63,30 @@ class ChangelogWrites:
 
 
 class FaustTableStore(MutableMapping[str, bytes]):
-    """Writes go to the table's local store and, as a changelog record, to ``partition_of(key)``."""
+    """Writes go to the table's local store and, as a changelog record, to ``partition_of(key)``.
+
+    With ``coalesce``, changelog records wait in the store until ``writes`` is awaited (before
+    every commit), one per key with its last value. Only for tables changed while processing
+    consumed messages: a commit follows every such change, so nothing waits long.
+    """
 
     def __init__(
         self,
         table: Any,
         partition_of: Callable[[str], int],
         writes: ChangelogWrites | None = None,
+        *,
+        coalesce: bool = False,
     ) -> None:
+        if coalesce and writes is None:
+            raise ValueError("a coalescing store needs the ChangelogWrites that flushes it")
         self._table = table
         self._partition_of = partition_of
         self._writes = writes
+        # raw key -> (changelog partition, last value; None: deleted), in first-change order
+        self._held: dict[bytes, tuple[int, bytes | None]] | None = {} if coalesce else None
+        if coalesce and writes is not None:
+            writes.hold_back(self.flush)
 
     def __getitem__(self, key: str) -> bytes:
         value = self._table.data.get(key.encode())
@@ -67,16 +97,31 @@ class FaustTableStore(MutableMapping[str, bytes]):
     def __setitem__(self, key: str, value: bytes) -> None:
         raw_key = key.encode()
         self._table.data[raw_key] = value
-        self._sent(self._table.send_changelog(self._partition_of(key), raw_key, value))
+        self._changed(self._partition_of(key), raw_key, value)
 
     def __delitem__(self, key: str) -> None:
         raw_key = key.encode()
         if raw_key not in self._table.data:
             raise KeyError(key)
         del self._table.data[raw_key]
-        self._sent(self._table.send_changelog(self._partition_of(key), raw_key, None))  # tombstone
+        self._changed(self._partition_of(key), raw_key, None)  # a tombstone
 
-    def _sent(self, future: Any) -> None:
+    def _changed(self, partition: int, raw_key: bytes, value: bytes | None) -> None:
+        if self._held is not None:
+            self._held[raw_key] = (partition, value)
+        else:
+            self._send(partition, raw_key, value)
+
+    def flush(self) -> None:
+        """Send the held-back records (a no-op for a store that does not coalesce)."""
+        if not self._held:
+            return
+        held, self._held = self._held, {}
+        for raw_key, (partition, value) in held.items():
+            self._send(partition, raw_key, value)
+
+    def _send(self, partition: int, raw_key: bytes, value: bytes | None) -> None:
+        future = self._table.send_changelog(partition, raw_key, value)
         if self._writes is not None:
             self._writes.add(future)
 
