@@ -438,7 +438,7 @@ class DriftDetector:
                 for index in top
             ],
         }
-        moved = wasserstein(reference, current, config.permutations, feature.rng)
+        moved = wasserstein(reference, current, config.permutations, feature.rng, stop_at_p=alpha)
         wasserstein_evidence: dict[str, object] = {
             "scale": "log1p",
             "reference_median": round(float(np.expm1(moved.reference_median)), 4),

@@ -164,3 +164,35 @@ def test_chi_square_permutation_p_values_stay_calibrated_with_rare_categories() 
         current = np.bincount(rng.choice(3, 100, p=shares), minlength=3)
         p_values.append(chi_square(reference, current, 999, rng).p_value)
     assert np.mean(np.array(p_values) <= 0.05) <= 0.075
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_a_wasserstein_test_stopped_early_decides_as_the_full_test(seed: int) -> None:
+    """Stopping once p cannot end below alpha changes the work, never the decision."""
+    rng = np.random.default_rng(100 + seed)
+    reference = rng.lognormal(size=300)
+    # from no drift to clear drift: some windows pass, some fail, some sit near alpha
+    current = rng.lognormal(mean=0.05 * (seed % 8), size=120)
+    alpha = 0.01
+    full = wasserstein(reference, current, 199, np.random.default_rng(seed))
+    stopped = wasserstein(reference, current, 199, np.random.default_rng(seed), stop_at_p=alpha)
+    assert (stopped.p_value < alpha) == (full.p_value < alpha)
+    assert stopped.distance == full.distance
+    if stopped.permutations_run == 199:
+        assert stopped.p_value == full.p_value
+    else:
+        assert stopped.p_value >= alpha
+        assert full.p_value >= alpha
+
+
+def test_a_window_without_drift_is_settled_after_a_few_permutations() -> None:
+    rng = np.random.default_rng(12)
+    runs = [
+        wasserstein(rng.normal(size=500), rng.normal(size=200), 200, rng, stop_at_p=0.01)
+        for _ in range(50)
+    ]
+    assert np.median([run.permutations_run for run in runs]) <= 16
+    # and a clear shift still gets every permutation and a small p-value
+    shifted = wasserstein(rng.normal(size=500), rng.normal(1.0, size=200), 200, rng, stop_at_p=0.01)
+    assert shifted.permutations_run == 200
+    assert shifted.p_value == pytest.approx(1 / 201)
