@@ -205,6 +205,47 @@ def produce_with_backpressure(
             producer.poll(0.1)
 
 
+_RETRY_PAUSE_SECONDS = 0.5
+
+
+def init_transactions_patiently(
+    producer: Any,
+    stage: str,
+    stop: Any = None,
+    wait_seconds: float = 300.0,
+    attempt_seconds: float = 30.0,
+) -> None:
+    """``producer.init_transactions``, tried again while Kafka is not ready for it yet.
+
+    A broker that has just started (or a coordinator that moved) answers "coordinator load in
+    progress" until its transaction log is loaded; librdkafka then times out and asks to be
+    called again ("retry call to resume"). A stage that gave up there would stop the whole role.
+    Fatal errors (a fenced or misconfigured producer) raise at once; ``stop`` (an Event) ends
+    the wait early. Raises the last error after ``wait_seconds``.
+    """
+    import time
+
+    from confluent_kafka import KafkaException
+
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            producer.init_transactions(attempt_seconds)
+            return
+        except KafkaException as exception:
+            error = exception.args[0]
+            if error.fatal() or time.monotonic() >= deadline:
+                raise
+            logger.warning(
+                "%s: waiting for Kafka to start a transactional producer: %s", stage, error
+            )
+            # An error that came back at once must not turn this into a busy loop.
+            if stop is not None and stop.wait(_RETRY_PAUSE_SECONDS):
+                raise
+            if stop is None:
+                time.sleep(_RETRY_PAUSE_SECONDS)
+
+
 def rewind_to_committed(consumer: Any) -> None:
     """Seek every assigned partition back to its committed offset (after an aborted transaction:
     the batch is read again)."""

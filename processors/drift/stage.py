@@ -34,6 +34,7 @@ from llmtap.kafka import (
     consumer_config,
     dead_letter_headers,
     ensure_topics,
+    init_transactions_patiently,
     produce_with_backpressure,
     producer_config,
     report_consume_error,
@@ -109,7 +110,7 @@ class DriftStage:
             )
         )
         try:
-            producer.init_transactions(60)
+            init_transactions_patiently(producer, "drift", stop)
             consumer.subscribe(
                 [topics.normalized_spans, topics.embeddings], on_assign=self._on_rebalance
             )

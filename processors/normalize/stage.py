@@ -44,6 +44,7 @@ from llmtap.kafka import (
     consumer_config,
     dead_letter_headers,
     ensure_topics,
+    init_transactions_patiently,
     produce_with_backpressure,
     producer_config,
     report_consume_error,
@@ -142,7 +143,7 @@ class NormalizerStage:
         )
         producer = self._new_producer()
         try:
-            producer.init_transactions(60)
+            init_transactions_patiently(producer, "normalizer", stop)
             consumer.subscribe([topics.raw_spans, topics.raw_logs], on_revoke=self._on_revoke)
             self._progress(
                 f"normalizer: {topics.raw_spans} + {topics.raw_logs} -> "
@@ -246,15 +247,8 @@ class NormalizerStage:
                 logger.warning("normalizer: abort failed too (%s); replacing the producer", problem)
         producer.purge()
         replacement = self._new_producer()
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                replacement.init_transactions(30)
-                return replacement
-            except KafkaException as problem:
-                if time.monotonic() > deadline:
-                    raise
-                logger.warning("normalizer: waiting for Kafka to start a producer (%s)", problem)
+        init_transactions_patiently(replacement, "normalizer")
+        return replacement
 
     def _process_message(self, producer: Producer, message: Message) -> None:
         headers = dict(message.headers() or [])

@@ -28,6 +28,7 @@ from llmtap.kafka import (
     consumer_config,
     dead_letter_headers,
     ensure_topics,
+    init_transactions_patiently,
     produce_with_backpressure,
     producer_config,
     report_consume_error,
@@ -100,7 +101,7 @@ class RiskStage:
             )
         )
         try:
-            producer.init_transactions(60)
+            init_transactions_patiently(producer, "risk", stop)
             consumer.subscribe([topics.normalized_spans])
             self._progress(
                 f"risk: {topics.normalized_spans} -> {topics.scores}, {topics.embeddings} "
