@@ -46,7 +46,7 @@ from llmtap.kafka import (
 )
 from llmtap.processors.aggregates.merge import PartialMerger
 from llmtap.processors.aggregates.windows import WindowConfig, WindowedAggregator
-from llmtap.processors.stream.table_store import ChangelogWrites, FaustTableStore
+from llmtap.processors.stream.table_store import ChangelogWrites, FaustTableStore, partition_prefix
 from llmtap.schemas.aggregate_inputs import AggregateSpan, decode_aggregate_inputs
 from llmtap.schemas.aggregates import (
     decode_aggregates,
@@ -210,9 +210,7 @@ class StreamApp:
 
         # The aggregation tables change with every batch, their buckets rewritten whole: their
         # changelog records wait for the commit, one per bucket with its last value.
-        window_store = FaustTableStore(
-            window_table, lambda key: int(key.split("|", 1)[0]), writes, coalesce=True
-        )
+        window_store = FaustTableStore(window_table, partition_prefix, writes, coalesce=True)
         aggregator = WindowedAggregator(
             WindowConfig(
                 window_seconds=config.window_seconds,
@@ -222,9 +220,8 @@ class StreamApp:
             ),
             window_store,
         )
-        merge_partition = _CurrentPartition()
         merger = PartialMerger(
-            FaustTableStore(merge_table, merge_partition.of, writes, coalesce=True),
+            FaustTableStore(merge_table, partition_prefix, writes, coalesce=True),
             config.retention_seconds,
         )
         self._rules, self._evaluator = self._alerting(alert_table, writes)
@@ -310,7 +307,6 @@ class StreamApp:
                     by_partition[event.message.partition].extend(decode_aggregates(event.value))
                 merged_batch = []
                 for partition, batch in by_partition.items():
-                    merge_partition.value = partition
                     merged_batch.extend(merger.process(batch, partition=partition))
                 if merged_batch:
                     await aggregates.send(key=b"batch", value=encode_aggregates(merged_batch))
@@ -414,16 +410,6 @@ def _observe_signal(evaluator: Any, value: bytes) -> None:
             )
     except (msgspec.DecodeError, msgspec.ValidationError) as error:
         logger.warning("skipping an undecodable alert signal: %s", error)
-
-
-class _CurrentPartition:
-    """The partition of the batch being merged: its table writes go to that changelog partition."""
-
-    def __init__(self) -> None:
-        self.value = 0
-
-    def of(self, key: str) -> int:
-        return self.value
 
 
 def _owns(app: faust.App, topic: str) -> bool:

@@ -19,6 +19,13 @@ from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
 
+def partition_prefix(key: str) -> int:
+    """The changelog partition of an aggregation store key: both stores begin every key with it
+    (``windows.bucket_of``, ``merge.merge_bucket_of``), so a delete made while another
+    partition's batch is processed (eviction scans every key) still goes to the right one."""
+    return int(key.split("|", 1)[0])
+
+
 class ChangelogWrites:
     """Changelog records sent but not yet acknowledged by the broker.
 

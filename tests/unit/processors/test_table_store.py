@@ -11,9 +11,15 @@ from typing import Any
 
 import pytest
 
-from llmtap.processors.aggregates.windows import WindowConfig, WindowedAggregator
-from llmtap.processors.stream.table_store import ChangelogWrites, FaustTableStore
+from llmtap.processors.aggregates.merge import PartialMerger, merge_bucket_of
+from llmtap.processors.aggregates.windows import WindowConfig, WindowedAggregator, bucket_of
+from llmtap.processors.stream.table_store import (
+    ChangelogWrites,
+    FaustTableStore,
+    partition_prefix,
+)
 from llmtap.schemas.aggregate_inputs import AggregateSpan
+from llmtap.schemas.aggregates import Aggregate
 from llmtap.schemas.llm_span import TokenUsage
 
 
@@ -109,3 +115,28 @@ def test_batches_between_two_commits_write_each_aggregation_bucket_once(loop: An
     again = recovered.process_messages([(0, 9, [span])], now_seconds=start / 1e9)
     assert again.skipped_replayed > 0
     assert not again.changed
+
+
+def test_every_aggregation_store_key_names_its_changelog_partition() -> None:
+    assert partition_prefix(bucket_of("4|user|60|1800000000|t|user-1")) == 4
+    assert partition_prefix(merge_bucket_of(2, "model|3600|1800000000|t|svc|prod|openai|m||")) == 2
+    assert partition_prefix("5|clock") == 5
+
+
+def test_an_evicted_merge_bucket_is_deleted_on_its_own_partition(loop: Any) -> None:
+    """Eviction scans every bucket while one partition's batch is merged: each tombstone must
+    still go to the deleted bucket's partition, or recovery would bring the bucket back."""
+    table, writes = TableDouble(), ChangelogWrites()
+    merger = PartialMerger(
+        FaustTableStore(table, partition_prefix, writes, coalesce=True), retention_seconds=7200
+    )
+    old = Aggregate(window_start=0, window_seconds=60, requests=1, version=1, source_partition=0)
+    new = Aggregate(
+        window_start=100_000, window_seconds=60, requests=1, version=1, source_partition=0
+    )
+    merger.process([old], now_seconds=1_000, partition=3)
+    merger.process([new], now_seconds=2_000, partition=1)  # evicts the old window's bucket
+    loop.run_until_complete(writes.wait())
+    deletes = [(partition, key) for partition, key, value in table.changelog if value is None]
+    assert deletes
+    assert all(partition == 3 and key.startswith(b"3|") for partition, key in deletes)
