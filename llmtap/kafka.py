@@ -16,6 +16,8 @@ from llmtap.schemas.topics import TopicSpec
 from llmtap.settings import Settings
 
 if TYPE_CHECKING:
+    import threading
+
     from confluent_kafka import KafkaError
 
     from llmtap.telemetry import ComponentTelemetry
@@ -211,7 +213,7 @@ _RETRY_PAUSE_SECONDS = 0.5
 def init_transactions_patiently(
     producer: Any,
     stage: str,
-    stop: Any = None,
+    stop: threading.Event | None = None,
     wait_seconds: float = 300.0,
     attempt_seconds: float = 30.0,
 ) -> None:
@@ -240,10 +242,10 @@ def init_transactions_patiently(
                 "%s: waiting for Kafka to start a transactional producer: %s", stage, error
             )
             # An error that came back at once must not turn this into a busy loop.
-            if stop is not None and stop.wait(_RETRY_PAUSE_SECONDS):
-                raise
             if stop is None:
                 time.sleep(_RETRY_PAUSE_SECONDS)
+            elif stop.wait(_RETRY_PAUSE_SECONDS):
+                raise
 
 
 def rewind_to_committed(consumer: Any) -> None:

@@ -50,15 +50,11 @@ class ChangelogWrites:
     def __len__(self) -> int:
         return len(self._pending)
 
-    def flush(self) -> None:
-        """Send every record the coalescing stores hold back (their futures join the pending)."""
+    async def wait(self) -> None:
+        """Send what the coalescing stores hold back, then return once every record so far is
+        acknowledged; a failed send raises."""
         for flush in self._held_back:
             flush()
-
-    async def wait(self) -> None:
-        """Send what is held back, then return once every record so far is acknowledged; a
-        failed send raises."""
-        self.flush()
         pending, self._pending = self._pending, []
         try:
             await asyncio.gather(*pending)
@@ -85,14 +81,15 @@ class FaustTableStore(MutableMapping[str, bytes]):
         *,
         coalesce: bool = False,
     ) -> None:
-        if coalesce and writes is None:
-            raise ValueError("a coalescing store needs the ChangelogWrites that flushes it")
         self._table = table
         self._partition_of = partition_of
         self._writes = writes
         # raw key -> (changelog partition, last value; None: deleted), in first-change order
-        self._held: dict[bytes, tuple[int, bytes | None]] | None = {} if coalesce else None
-        if coalesce and writes is not None:
+        self._held: dict[bytes, tuple[int, bytes | None]] | None = None
+        if coalesce:
+            if writes is None:
+                raise ValueError("a coalescing store needs the ChangelogWrites that flushes it")
+            self._held = {}
             writes.hold_back(self.flush)
 
     def __getitem__(self, key: str) -> bytes:
